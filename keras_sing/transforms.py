@@ -1,0 +1,123 @@
+"""SING's per-tensor math on `keras.ops`: one small function per equation.
+
+Every function takes one tensor and returns one tensor; none of them holds
+state or branches in Python on a tensor value, so all of them trace under
+`tf.function`, XLA, `jax.jit` and torch alike. Reference: Courtois et al.,
+[SING: A Plug-and-Play DNN Learning Technique](
+https://arxiv.org/abs/2305.15997), 2023.
+"""
+
+from keras import backend
+from keras import ops
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def compute_dtype(dtype):
+    """The dtype SING computes in for a tensor of `dtype`.
+
+    Reductions over a whole tensor lose too much in float16/bfloat16 (the
+    sum of squares of a float16 tensor overflows at 256), so those are
+    promoted to float32; every other dtype is kept.
+    """
+    dtype = backend.standardize_dtype(dtype)
+    return "float32" if dtype in _LOW_PRECISION else dtype
+
+
+def centralize(gradient, axes):
+    """Gradient centralization: subtract the mean over the fan-in `axes`.
+
+    Update rule:
+        g <- g - mean(g, axes)          (one mean per output unit)
+
+    Keras layout puts the output axis last (`Dense` kernel `(in, out)`,
+    `Conv2D` kernel `(kh, kw, in, out)`), so the usual `axes` are all but the
+    last; PyTorch and the published code keep axis 0 instead. `axes=None` or
+    `()` returns `gradient` unchanged.
+
+    Reference: Yong et al., [Gradient Centralization](
+    https://arxiv.org/abs/2004.01461), 2020.
+    """
+    if not axes:
+        return gradient
+    # g <- g - mean(g, axes)
+    return ops.subtract(gradient, ops.mean(gradient, axis=axes, keepdims=True))
+
+
+def l2_norm(x):
+    """The L2 (Frobenius) norm of the whole tensor, safe at any scale.
+
+    Computed as `s * ||x / s||` with `s = max|x|`, so it neither overflows
+    (|x| ~ 1e30 in float32) nor underflows (|x| ~ 1e-30) where the plain
+    `sqrt(sum(x^2))` would give `inf` or `0`. An all-zero `x` gives 0.
+    """
+    # s = max |x|
+    scale = ops.max(ops.abs(x))
+    safe_scale = ops.where(ops.greater(scale, 0), scale, ops.ones_like(scale))
+    # ||x|| = s * sqrt(sum((x / s)^2))
+    return scale * ops.sqrt(ops.sum(ops.square(ops.divide(x, safe_scale))))
+
+
+def normalize(gradient, epsilon):
+    """Gradient normalization by the L2 norm of the whole tensor.
+
+    Update rule:
+        g <- g / (||g||_2 + epsilon)
+
+    An all-zero gradient stays all-zero (never NaN), and a positive rescaling
+    `c * g` gives the same result as long as `c * ||g|| >> epsilon`.
+    """
+    # g <- g / (||g|| + eps)
+    return ops.divide(gradient, l2_norm(gradient) + epsilon)
+
+
+def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
+    """SING's gradient standardization (SPEC section 1): centralize, normalize.
+
+    Update rule:
+        g <- g - mean(g, axes)           if centralize_ and axes
+        g <- g / (||g||_2 + epsilon)     if normalize_
+
+    Computed in float32 for float16/bfloat16 gradients and returned in the
+    gradient's dtype. Empty tensors are returned unchanged.
+    """
+    if 0 in tuple(gradient.shape):
+        return gradient
+    dtype = backend.standardize_dtype(gradient.dtype)
+    g = ops.cast(gradient, compute_dtype(dtype))
+    if centralize_:
+        g = centralize(g, axes)
+    if normalize_:
+        g = normalize(g, epsilon)
+    return ops.cast(g, dtype)
+
+
+def softplus_calibrate(denominator, beta):
+    """Softplus calibration of Adam's denominator (SAdam).
+
+    Update rule:
+        d <- softplus(beta * d) / beta = log(1 + exp(beta * d)) / beta
+
+    It replaces Adam's `d + epsilon`: `d` is kept where `beta * d >> 1` and
+    floored at `log(2) / beta` near zero (0.0139 for `beta = 50`).
+
+    Reference: Tong et al., [Calibrating the Adaptive Learning Rate to
+    Improve Convergence of ADAM](https://arxiv.org/abs/1908.00700), 2019.
+    """
+    # d <- softplus(beta * d) / beta
+    return ops.divide(ops.softplus(ops.multiply(denominator, beta)), beta)
+
+
+def lookahead_merge(fast, slow, alpha):
+    """LookAhead's synchronization of the fast weights with the slow copy.
+
+    Update rule:
+        W <- alpha * W + (1 - alpha) * S = S + alpha * (W - S)
+
+    after which the caller sets `S <- W`. `alpha = 1` keeps the fast weights.
+
+    Reference: Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
+    back](https://arxiv.org/abs/1907.08610), 2019.
+    """
+    # W <- S + alpha * (W - S)
+    return ops.add(slow, ops.multiply(ops.subtract(fast, slow), alpha))
