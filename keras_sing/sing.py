@@ -194,8 +194,8 @@ class SING(keras.optimizers.Optimizer):
         so SING replaces the host instance's `update_step` (and its weight
         decay, which SING applies per variable, after seeding LookAhead, as
         the paper does). On torch, Keras's fused `Adam`/`SGD`/... classes
-        bypass `update_step`, so the host is sent through the per-variable
-        loop there.
+        bypass `update_step`, so the host is sent through its non-fused
+        path there (`keras_sing.backend.torch`).
         """
         if getattr(host, "_sing_hosted", False):
             raise ValueError(
@@ -208,7 +208,11 @@ class SING(keras.optimizers.Optimizer):
         host.update_step = self._update_step
         host._apply_weight_decay = _no_weight_decay
         if keras.backend.backend() == "torch":
-            host._backend_update_step = _per_variable_update_steps(host)
+            from keras_sing.backend import torch as torch_backend
+
+            host._backend_update_step = (
+                torch_backend.generic_backend_update_step(host)
+            )
 
     def build(self, var_list):
         """Creates LookAhead's slow weights, then builds the host."""
@@ -447,14 +451,6 @@ def _read(variable):
 def _no_weight_decay(variables):
     """Stands in for the host's `_apply_weight_decay`: SING decays in (3)."""
     del variables
-
-
-def _per_variable_update_steps(host):
-    def backend_update_step(grads, trainable_variables, learning_rate):
-        for grad, variable in zip(grads, trainable_variables):
-            host.update_step(grad, variable, learning_rate)
-
-    return backend_update_step
 
 
 def _reject_host_arguments(kwargs):
