@@ -1,5 +1,6 @@
 """SING: the Stabilized and Normalized Gradient wrapper for Keras optimizers."""
 
+import copy
 import re
 
 import keras
@@ -278,6 +279,10 @@ class SING(keras.optimizers.Optimizer):
         if host.weight_decay and len(variable.shape) > 1:
             self._decay_weight(variable, learning_rate)
         axes = self._standardization_axes[index]
+        if keras.backend.backend() == "tensorflow":
+            from keras_sing.backend import tensorflow as tf_backend
+
+            gradient = tf_backend.densify(gradient)
         if axes is not False:
             gradient = transforms.standardize(
                 gradient,
@@ -429,7 +434,7 @@ class SING(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserialize() edits nested dicts
         host = keras.optimizers.deserialize(
             config.pop("optimizer"), custom_objects=custom_objects
         )

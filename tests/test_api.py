@@ -1,0 +1,151 @@
+"""Public surface, argument validation and config round-trips."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sing
+
+
+def test_public_api_is_exactly_the_documented_set():
+    assert set(keras_sing.__all__) == {
+        "SING",
+        "__version__",
+        "default_centralize_axes",
+        "fan_in_axes",
+    }
+    for name in keras_sing.__all__:
+        if name != "__version__":
+            assert getattr(keras_sing, name).__doc__, name
+    assert isinstance(keras_sing.__version__, str)
+
+
+def test_sing_is_a_registered_keras_optimizer():
+    opt = keras_sing.SING()
+    assert isinstance(opt, keras.optimizers.Optimizer)
+    assert keras.saving.get_registered_name(keras_sing.SING) == "keras_sing>SING"
+
+
+def test_default_host_is_the_papers():
+    host = keras_sing.SING().inner_optimizer
+    assert isinstance(host, keras.optimizers.AdamW)
+    assert float(keras.ops.convert_to_numpy(host.learning_rate)) == pytest.approx(5e-3)
+    assert host.weight_decay == 0.0
+    assert (host.beta_1, host.beta_2) == (0.9, 0.999)
+
+
+@pytest.mark.parametrize(
+    "identifier, cls",
+    [("adamw", keras.optimizers.AdamW), ("sgd", keras.optimizers.SGD), ("lion", keras.optimizers.Lion), ("adam", keras.optimizers.Adam)],
+)
+def test_identifier_hosts(identifier, cls):
+    opt = keras_sing.SING(identifier)
+    assert isinstance(opt.inner_optimizer, cls)
+    # softplus follows the host: on for Adam-family, off otherwise.
+    assert opt._softplus == isinstance(opt.inner_optimizer, keras.optimizers.Adam)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(optimizer=3), TypeError, "optimizer"),
+        (dict(optimizer=object()), TypeError, "optimizer"),
+        (dict(optimizer="not_an_optimizer"), ValueError, "optimizer"),
+        (dict(epsilon=0.0), ValueError, "epsilon"),
+        (dict(epsilon=-1e-8), ValueError, "epsilon"),
+        (dict(softplus_beta=0), ValueError, "softplus_beta"),
+        (dict(lookahead_steps=0), ValueError, "lookahead_steps"),
+        (dict(lookahead_steps=2.5), ValueError, "lookahead_steps"),
+        (dict(lookahead_alpha=0.0), ValueError, "lookahead_alpha"),
+        (dict(lookahead_alpha=1.5), ValueError, "lookahead_alpha"),
+        (dict(softplus="yes"), ValueError, "softplus"),
+        (dict(optimizer="sgd", softplus=True), ValueError, "Adam"),
+        (dict(optimizer="lion", softplus=True), ValueError, "softplus=True"),
+        (dict(learning_rate=0.1), ValueError, "host"),
+        (dict(gradient_accumulation_steps=2), ValueError, "host"),
+        (dict(centralize_axes=3), TypeError, "centralize_axes"),
+        (dict(exclude=3), TypeError, "exclude"),
+        (dict(unknown_argument=1), TypeError, "unexpected"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_the_fix(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        keras_sing.SING(**kwargs)
+
+
+def test_bad_hosts():
+    with pytest.raises(ValueError, match="SING"):
+        keras_sing.SING(keras_sing.SING())
+    with pytest.raises(ValueError, match="LossScaleOptimizer\\(SING"):
+        keras_sing.SING(keras.optimizers.LossScaleOptimizer(keras.optimizers.AdamW()))
+    host = keras.optimizers.AdamW()
+    keras_sing.SING(host)
+    with pytest.raises(ValueError, match="another SING"):
+        keras_sing.SING(host)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+def is_norm_scale(variable):
+    return variable.name == "gamma"
+
+
+def non_default_sing():
+    host = keras.optimizers.AdamW(
+        learning_rate=keras.optimizers.schedules.CosineDecay(1e-2, 100, warmup_target=2e-2, warmup_steps=5),
+        weight_decay=1e-3,
+        beta_1=0.8,
+        clipnorm=1.0,
+    )
+    return keras_sing.SING(
+        host,
+        centralize=False,
+        normalize=True,
+        epsilon=1e-6,
+        softplus=False,
+        softplus_beta=20.0,
+        lookahead=True,
+        lookahead_steps=3,
+        lookahead_alpha=0.7,
+        centralize_axes={"query/kernel": (0,), "bias": None},
+        exclude=is_norm_scale,
+        name="my_sing",
+    )
+
+
+def test_config_round_trip():
+    opt = non_default_sing()
+    config = opt.get_config()
+    json.dumps(config)  # JSON-serializable
+    clone = keras_sing.SING.from_config(config)
+    assert clone.get_config() == config
+    assert clone.exclude is is_norm_scale
+    assert clone.centralize_axes == {"query/kernel": (0,), "bias": None}
+    assert isinstance(clone.inner_optimizer, keras.optimizers.AdamW)
+    assert clone.inner_optimizer.clipnorm == 1.0
+
+
+def test_serialize_deserialize_round_trip():
+    opt = non_default_sing()
+    config = keras.optimizers.serialize(opt)
+    clone = keras.optimizers.deserialize(json.loads(json.dumps(config)))
+    assert isinstance(clone, keras_sing.SING)
+    assert keras.optimizers.serialize(clone) == config
+
+
+def test_regex_exclude_round_trips():
+    opt = keras_sing.SING("sgd", exclude=["layer_norm", "gamma$"])
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert clone.exclude == ["layer_norm", "gamma$"]
+
+
+def test_variables_are_own_then_host():
+    opt = keras_sing.SING()
+    v = [keras.Variable(np.zeros((3, 2), "float32")), keras.Variable(np.zeros((2,), "float32"))]
+    opt.build(v)
+    names = [x.name for x in opt.variables]
+    assert "lookahead_slow" in " ".join(names)
+    ids = [id(x) for x in opt.variables]
+    assert ids[len(opt._variables):] == [id(h) for h in opt.inner_optimizer.variables]
+    assert len(opt.variables) == len(opt._variables) + len(opt.inner_optimizer.variables)
