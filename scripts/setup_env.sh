@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates ./.venv (if missing) with keras_sing, the three Keras backends (CPU
+# builds), KerasHub and the test tools. Idempotent; prints what it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+# torch first and pinned: an unpinned `torch` pulls a multi-GB CUDA build.
+# 2.13.0 is the CPU wheel this project is tested with.
+$PIP install -q "torch==2.13.0"
+$PIP install -q -e ".[test,tensorflow,jax]"
+# KerasHub's PyPI metadata requires the full `tensorflow` + `tensorflow-text`
+# (600 MB more); its models and the pure-Python tokenizers need neither, so it
+# is installed without them, with its own runtime deps and grain.
+$PIP install -q --no-deps "keras-hub==0.32.0"
+$PIP install -q absl-py packaging regex rich "kagglehub!=1.0.1" "kagglesdk==0.1.28" \
+  sentencepiece tokenizers "grain==0.2.18" scikit-learn matplotlib
+echo "environment ready: $VENV ($($VENV/bin/python -c 'import keras; print("keras", keras.__version__)'))"
