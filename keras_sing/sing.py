@@ -228,6 +228,13 @@ class SING(keras.optimizers.Optimizer):
         self._standardization_axes = tuple(
             self._axes_for(v) for v in var_list
         )
+        # ||g|| of each variable's last real update, which SING computes
+        # anyway (read by keras_sing.callbacks.GradientNormMonitor).
+        self._gradient_norms = tuple(
+            self.add_variable((), dtype="float32", name="gradient_norm")
+            for _ in var_list
+        )
+        self._variable_paths = tuple(v.path for v in var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         super().build(var_list)
@@ -283,14 +290,18 @@ class SING(keras.optimizers.Optimizer):
             from keras_sing.backend import tensorflow as tf_backend
 
             gradient = tf_backend.densify(gradient)
-        if axes is not False:
-            gradient = transforms.standardize(
+        if axes is False:
+            dtype = transforms.compute_dtype(gradient.dtype)
+            norm = transforms.l2_norm(ops.cast(gradient, dtype))
+        else:
+            gradient, norm = transforms.standardize_with_norm(
                 gradient,
                 axes,
                 self.epsilon,
                 centralize_=self.centralize,
                 normalize_=self.normalize,
             )
+        self._record_gradient_norm(index, norm, is_update)
         if self._published_adam:
             self._published_adam_step(gradient, variable, learning_rate, index)
         else:
@@ -309,6 +320,30 @@ class SING(keras.optimizers.Optimizer):
             return step, True
         micro_step = ops.add(_read(host._iterations), 1)
         return step, ops.equal(ops.mod(micro_step, accumulation), 0)
+
+    def _record_gradient_norm(self, index, norm, is_update):
+        slot = self._gradient_norms[index]
+        norm = ops.cast(norm, "float32")
+        if is_update is not True:
+            norm = ops.where(is_update, norm, _read(slot))
+        self.inner_optimizer.assign(slot, norm)
+
+    @property
+    def gradient_norm_variables(self):
+        """`[(variable.path, norm_variable), ...]`: each norm variable holds
+        `||g||_2` of its variable's gradient at the last real update (after
+        centralization, before normalization; the raw gradient's norm for
+        `exclude`d variables)."""
+        if not self.built:
+            return []
+        return list(zip(self._variable_paths, self._gradient_norms))
+
+    def gradient_norms(self):
+        """`{variable.path: float}`, the values of `gradient_norm_variables`."""
+        return {
+            path: float(ops.convert_to_numpy(v))
+            for path, v in self.gradient_norm_variables
+        }
 
     def _seed_slow_weight(self, index, variable, step, is_update):
         # S <- W  just before the first real update

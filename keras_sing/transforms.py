@@ -81,15 +81,27 @@ def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
     Computed in float32 for float16/bfloat16 gradients and returned in the
     gradient's dtype. Empty tensors are returned unchanged.
     """
-    if 0 in tuple(gradient.shape):
-        return gradient
+    return standardize_with_norm(
+        gradient, axes, epsilon, centralize_=centralize_, normalize_=normalize_
+    )[0]
+
+
+def standardize_with_norm(
+    gradient, axes, epsilon, *, centralize_=True, normalize_=True
+):
+    """`standardize`, also returning `||g||_2` of the centralized gradient
+    (the norm it divides by, float32 or wider), which SING records."""
     dtype = backend.standardize_dtype(gradient.dtype)
+    if 0 in tuple(gradient.shape):
+        return gradient, ops.zeros((), compute_dtype(dtype))
     g = ops.cast(gradient, compute_dtype(dtype))
     if centralize_:
         g = centralize(g, axes)
+    norm = l2_norm(g)
     if normalize_:
-        g = normalize(g, epsilon)
-    return ops.cast(g, dtype)
+        # g <- g / (||g|| + eps)
+        g = ops.divide(g, norm + epsilon)
+    return ops.cast(g, dtype), norm
 
 
 def softplus_calibrate(denominator, beta):

@@ -1,0 +1,179 @@
+"""What the examples share: backend default, optimizers, schedules, logging,
+the AdamW-vs-SING table, JSON metrics and the PNG plot.
+
+Every example sets `KERAS_BACKEND` to `jax` unless it is already set, so
+import this module before `keras`.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_sing  # noqa: E402
+
+# The recommended settings: SING at ~10x AdamW's learning rate and ~10x lower
+# weight decay (the paper's advice), both with warm-up + cosine decay.
+DEFAULTS = {
+    "adamw": {"learning_rate": 1e-3, "weight_decay": 0.05},
+    "sing": {"learning_rate": 1e-2, "weight_decay": 0.005},
+}
+
+
+def base_parser(description, out_dir):
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--optimizer", choices=["adamw", "sing"], default="sing")
+    parser.add_argument("--compare", action="store_true", help="train AdamW and SING at their recommended learning rates on the same data and seed, and print a table")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3 for AdamW, 1e-2 for SING")
+    parser.add_argument("--weight-decay", type=float, default=None, help="default: 0.05 for AdamW, 0.005 for SING")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jit-compile", default="auto", help="'auto', 'true' or 'false'")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (< 1 min on CPU) for CI")
+    parser.add_argument("--out", default=out_dir, help="where metrics.json and curves.png go")
+    parser.add_argument("--verbose", type=int, default=1, help="Keras progress bar: 0, 1 or 2")
+    return parser
+
+
+def jit_flag(value):
+    return {"true": True, "false": False}.get(str(value).lower(), "auto")
+
+
+def make_optimizer(name, learning_rate, weight_decay, total_steps, **sing_kwargs):
+    """AdamW or SING(AdamW), both with 5% linear warm-up then cosine decay."""
+    warmup = max(1, int(0.05 * total_steps))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup),
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+    )
+    host = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    if name == "adamw":
+        return host
+    return keras_sing.SING(host, **sing_kwargs)
+
+
+def resolve(args, name):
+    lr = args.learning_rate if args.learning_rate is not None and not args.compare else DEFAULTS[name]["learning_rate"]
+    wd = args.weight_decay if args.weight_decay is not None and not args.compare else DEFAULTS[name]["weight_decay"]
+    return lr, wd
+
+
+class BatchLoss(keras.callbacks.Callback):
+    """Records the loss after every batch (loss spikes hide in epoch means)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+        self.start = None
+        self.seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def spike_count(losses, factor=1.5, window=20):
+    """Batches whose running loss jumps above `factor` x the best so far
+    (Keras reports the running mean over the epoch, so this is conservative)."""
+    best, spikes = np.inf, 0
+    for i, loss in enumerate(losses):
+        if i >= window and loss > factor * best:
+            spikes += 1
+        best = min(best, loss)
+    return spikes
+
+
+def summarize(name, lr, wd, history, batch_loss, metric_key):
+    h = history.history
+    return {
+        "optimizer": name,
+        "learning_rate": lr,
+        "weight_decay": wd,
+        "final_train_loss": h["loss"][-1],
+        f"final_val_{metric_key}": h.get(f"val_{metric_key}", [float("nan")])[-1],
+        f"best_val_{metric_key}": max(h.get(f"val_{metric_key}", [float("nan")])),
+        "loss_spikes": spike_count(batch_loss.losses),
+        "nan_loss": bool(not np.all(np.isfinite(h["loss"]))),
+        "train_seconds": round(batch_loss.seconds, 1),
+        "epochs": len(h["loss"]),
+        "history": {k: [float(v) for v in vals] for k, vals in h.items()},
+        "batch_loss": batch_loss.losses,
+    }
+
+
+def print_table(results, metric_key):
+    cols = ["optimizer", "learning_rate", "weight_decay", "final_train_loss", f"final_val_{metric_key}", f"best_val_{metric_key}", "loss_spikes", "train_seconds"]
+    widths = [max(len(c), 12) for c in cols]
+    print()
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in results:
+        cells = []
+        for c, w in zip(cols, widths):
+            v = r[c]
+            cells.append((f"{v:.4g}" if isinstance(v, float) else str(v)).ljust(w))
+        print(" | ".join(cells))
+    print()
+
+
+def write_outputs(out_dir, results, metric_key, config):
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": config,
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "keras_sing": keras_sing.__version__,
+        "results": results,
+    }
+    (out / "metrics.json").write_text(json.dumps(payload, indent=1))
+    plot_curves(out / "curves.png", results, metric_key)
+    print(f"wrote {out / 'metrics.json'} and {out / 'curves.png'}")
+
+
+def plot_curves(path, results, metric_key):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in results:
+        label = f"{r['optimizer']} (lr {r['learning_rate']:g})"
+        axes[0].plot(r["batch_loss"], label=label, linewidth=1)
+        val = r["history"].get(f"val_{metric_key}")
+        if val:
+            axes[1].plot(range(1, len(val) + 1), val, marker="o", label=label)
+    axes[0].set_xlabel("batch")
+    axes[0].set_ylabel("training loss (running mean per epoch)")
+    axes[0].set_yscale("log")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel(f"validation {metric_key}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

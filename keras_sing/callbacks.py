@@ -1,0 +1,205 @@
+"""Training insight from what SING computes anyway: per-layer gradient norms.
+
+SING divides every variable's gradient by its L2 norm, so it knows every
+norm at no extra cost; it keeps the last one per variable
+(`SING.gradient_norm_variables`). `GradientNormMonitor` reads them during
+`fit`, logs per-layer norms to the epoch logs (so `History`, `CSVLogger` and
+`TensorBoard` placed after it record them) and to an optional CSV file, and
+watches for the pattern the SING authors warn about: the loss falls while a
+normalization layer's gradient norm keeps growing. When it sees it, it warns
+and says what to freeze or exclude.
+"""
+
+import csv
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from keras_sing.sing import SING
+
+
+def find_sing(optimizer):
+    """The SING optimizer in `optimizer` (itself, or inside a
+    LossScaleOptimizer), or `None`."""
+    while optimizer is not None and not isinstance(optimizer, SING):
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return optimizer
+
+
+def layer_of(path):
+    """`"model/block/layer_norm/gamma"` -> `"model/block/layer_norm"`."""
+    return path.rsplit("/", 1)[0] if "/" in path else path
+
+
+def normalization_layer_paths(model):
+    """Paths (as in variable paths) of the normalization layers of `model`."""
+    paths = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if "Normalization" in type(layer).__name__:
+            paths.update(layer_of(v.path) for v in layer.weights)
+    return paths
+
+
+class GradientNormMonitor(keras.callbacks.Callback):
+    """Logs per-layer gradient norms from SING and warns on norm-layer growth.
+
+    Per-layer norm = sqrt(sum of the squared norms of the layer's variables),
+    averaged over the batches sampled in an epoch; it is logged as
+    `grad_norm/<layer path>`.
+
+    The warning fires, once per layer, when over the last `window` epochs the
+    training loss fell while the gradient norm of a layer whose path matches
+    `watch` rose at every epoch, by `min_growth` x in all. The authors'
+    advice then: freeze that layer's scale and offset (`layer.trainable =
+    False`) or exclude it from SING (`SING(..., exclude=r"<layer>")`).
+
+    Args:
+        every_n_batches: sample the norms every n batches (each sample reads
+            a few scalars back from the device). Defaults to `10`.
+        csv_path: if set, one row per epoch with every layer's norm.
+            Defaults to `None`.
+        log_layers: add `grad_norm/<layer>` entries to the epoch logs.
+            Defaults to `True`.
+        watch: regex searched in layer paths, the layers to watch; `None`
+            watches the model's normalization layers (any layer whose class
+            name contains "Normalization", e.g. LayerNormalization,
+            BatchNormalization, RMSNormalization, whatever its name).
+            Defaults to `None`.
+        window: epochs over which the pattern must hold. Defaults to `3`.
+        min_growth: growth factor of the norm over `window`. Defaults to
+            `1.5`.
+        warn: emit `warnings.warn` (alerts are also kept in `self.alerts`).
+            Defaults to `True`.
+    """
+
+    def __init__(
+        self,
+        every_n_batches=10,
+        csv_path=None,
+        log_layers=True,
+        watch=None,
+        window=3,
+        min_growth=1.5,
+        warn=True,
+    ):
+        super().__init__()
+        if every_n_batches < 1 or window < 1 or min_growth <= 1:
+            raise ValueError(
+                "GradientNormMonitor needs every_n_batches >= 1, window >= 1 "
+                f"and min_growth > 1. Received: every_n_batches={every_n_batches}"
+                f", window={window}, min_growth={min_growth}"
+            )
+        self.every_n_batches = every_n_batches
+        self.csv_path = csv_path
+        self.log_layers = log_layers
+        self.watch = watch
+        self.window = window
+        self.min_growth = min_growth
+        self.warn = warn
+        self.epoch_norms = []  # one {layer: norm} per epoch
+        self.epoch_losses = []
+        self.alerts = []
+        self._sums = {}
+        self._samples = 0
+
+    def on_train_begin(self, logs=None):
+        self._watched = normalization_layer_paths(self.model)
+        self._sing = find_sing(self.model.optimizer)
+        if self._sing is None:
+            raise ValueError(
+                "GradientNormMonitor needs a model compiled with "
+                "keras_sing.SING (optionally inside a LossScaleOptimizer). "
+                f"Received optimizer: {type(self.model.optimizer).__name__}."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._sums, self._samples = {}, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % self.every_n_batches == 0:
+            self._sample()
+
+    def _sample(self):
+        pairs = self._sing.gradient_norm_variables
+        values = self._current_values([v for _, v in pairs])
+        squares = {}
+        for (path, _), value in zip(pairs, values):
+            layer = layer_of(path)
+            squares[layer] = squares.get(layer, 0.0) + float(value) ** 2
+        for layer, sq in squares.items():
+            self._sums[layer] = self._sums.get(layer, 0.0) + np.sqrt(sq)
+        self._samples += 1
+
+    def _current_values(self, variables):
+        # On JAX, fit keeps the state outside the variables between syncs.
+        state = getattr(self.model, "_jax_state", None)
+        if state and not getattr(self.model, "_jax_state_synced", True):
+            opt_values = state.get("optimizer_variables")
+            if opt_values is not None:
+                index = {id(v): i for i, v in enumerate(self.model.optimizer.variables)}
+                return [np.asarray(opt_values[index[id(v)]]) for v in variables]
+        return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._samples == 0:
+            self._sample()
+        norms = {k: v / self._samples for k, v in self._sums.items()}
+        self.epoch_norms.append(norms)
+        logs = logs if logs is not None else {}
+        if "loss" in logs:
+            self.epoch_losses.append(float(logs["loss"]))
+        if self.log_layers:
+            logs.update({f"grad_norm/{k}": v for k, v in norms.items()})
+        if self.csv_path:
+            self._write_csv(epoch, norms)
+        self._check(epoch)
+
+    def _write_csv(self, epoch, norms):
+        layers = sorted(norms)
+        new = epoch == 0 or not hasattr(self, "_csv_layers")
+        mode = "w" if new else "a"
+        if new:
+            self._csv_layers = layers
+        with open(self.csv_path, mode, newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["epoch", *self._csv_layers])
+            writer.writerow([epoch, *(norms.get(k, "") for k in self._csv_layers)])
+
+    def _check(self, epoch):
+        w = self.window
+        if len(self.epoch_losses) <= w or len(self.epoch_norms) <= w:
+            return
+        losses = self.epoch_losses[-w - 1 :]
+        if not losses[-1] < losses[0]:
+            return
+        warned = {a["layer"] for a in self.alerts}
+        for layer in self.epoch_norms[-1]:
+            if layer in warned or not self._is_watched(layer):
+                continue
+            series = [n.get(layer, np.nan) for n in self.epoch_norms[-w - 1 :]]
+            rising = all(b > a for a, b in zip(series, series[1:]))
+            if rising and series[-1] >= self.min_growth * series[0]:
+                self._alert(epoch, layer, losses, series)
+
+    def _is_watched(self, layer):
+        if self.watch is None:
+            return layer in self._watched
+        return re.search(self.watch, layer) is not None
+
+    def _alert(self, epoch, layer, losses, series):
+        name = layer.rsplit("/", 1)[-1]
+        message = (
+            f"keras_sing: over the last {self.window} epochs the training loss "
+            f"fell ({losses[0]:.4g} -> {losses[-1]:.4g}) while the gradient "
+            f"norm of normalization layer '{layer}' kept growing "
+            f"({series[0]:.3g} -> {series[-1]:.3g}). The SING authors advise "
+            "freezing that layer's scale and offset "
+            f"(model.get_layer('{name}').trainable = False) or excluding it "
+            f"from standardization: SING(..., exclude=r'{re.escape(name)}')."
+        )
+        self.alerts.append({"epoch": epoch, "layer": layer, "norms": series, "losses": losses, "message": message})
+        if self.warn:
+            warnings.warn(message, stacklevel=2)

@@ -1,0 +1,126 @@
+"""GradientNormMonitor and the gradient norms SING records."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import reference
+from conftest import to_numpy
+
+import keras_sing
+from keras_sing.callbacks import GradientNormMonitor
+from keras_sing.datasets import rde
+
+
+def test_recorded_norms_match_oracle():
+    k = keras.Variable(np.zeros((4, 3), "float32"), name="kernel")
+    g = keras.Variable(np.ones((3,), "float32"), name="gamma")
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), exclude="gamma")
+    gk = np.random.standard_normal((4, 3)).astype("float32") * 7
+    gg = np.random.standard_normal((3,)).astype("float32")
+    opt.apply([gk, gg], [k, g])
+    norms = opt.gradient_norms()
+    centered = gk - gk.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(norms[k.path], np.linalg.norm(centered), rtol=1e-5)
+    np.testing.assert_allclose(norms[g.path], np.linalg.norm(gg), rtol=1e-5)  # raw: excluded
+    # the standardized step used that norm: the oracle agrees
+    np.testing.assert_allclose(
+        np.linalg.norm(reference.standardize(gk, (0,))), 1.0, rtol=1e-6
+    )
+
+
+def vit_on_rde():
+    """A tiny KerasHub ViT on RDE-like depth data: with SING at lr 1e-2 and
+    no weight decay, its LayerNorm gradient norms grow while the loss falls
+    (measured on all three backends)."""
+    import keras_hub
+
+    x, y = rde.generate(512, image_size=16, num_rectangles=4, seed=0)
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=4, num_heads=4,
+        hidden_dim=64, mlp_dim=128, use_class_token=False,
+    )
+    h = keras.layers.Dense(4 * 4 * 5)(backbone.output)
+    h = keras.layers.Reshape((4, 4, 4, 4, 5))(h)
+    h = keras.layers.Permute((1, 3, 2, 4, 5))(h)
+    logits = keras.layers.Reshape((16, 16, 5))(h)
+    model = keras.Model(backbone.input, logits)
+    model.compile(
+        keras_sing.SING(keras.optimizers.AdamW(1e-2, weight_decay=0.0)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model, x, y
+
+
+def test_monitor_detects_growing_norm_layer_gradients(tmp_path):
+    model, x, y = vit_on_rde()
+    csv_path = tmp_path / "norms.csv"
+    monitor = GradientNormMonitor(every_n_batches=2, csv_path=str(csv_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=32, epochs=8, verbose=0, callbacks=[monitor])
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    # per-layer norms are in the History and in the CSV
+    keys = [k for k in history.history if k.startswith("grad_norm/")]
+    assert any(k.endswith("/ln_1") for k in keys) and any(k.endswith("decoder") or "dense" in k for k in keys)
+    assert all(len(history.history[k]) == 8 for k in keys)
+    rows = csv_path.read_text().strip().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("epoch,")
+    # the pattern: loss falls while a LayerNorm's gradient norm grows
+    assert monitor.alerts, "expected the growing-LayerNorm pattern"
+    alert = monitor.alerts[0]
+    assert "/ln" in alert["layer"]
+    assert all(b > a for a, b in zip(alert["norms"], alert["norms"][1:]))
+    assert alert["norms"][-1] >= 1.5 * alert["norms"][0]
+    assert alert["losses"][-1] < alert["losses"][0]
+    messages = [str(w.message) for w in caught if "keras_sing" in str(w.message)]
+    assert messages and "exclude=" in messages[0] and "trainable = False" in messages[0]
+
+
+def test_monitor_stays_quiet_without_normalization_layers():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2)), "mse")
+    x = np.random.standard_normal((128, 8)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    monitor = GradientNormMonitor(every_n_batches=1)
+    model.fit(x, y, batch_size=16, epochs=6, verbose=0, callbacks=[monitor])
+    assert monitor.alerts == []
+    assert len(monitor.epoch_norms) == 6 and all(np.isfinite(list(n.values())).all() for n in monitor.epoch_norms)
+
+
+def test_monitor_needs_sing():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("adamw", "mse")
+    with pytest.raises(ValueError, match="keras_sing.SING"):
+        model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0, callbacks=[GradientNormMonitor()])
+
+
+def test_monitor_arguments():
+    with pytest.raises(ValueError, match="min_growth"):
+        GradientNormMonitor(min_growth=1.0)
+
+
+def test_norms_visible_during_fit_on_every_backend():
+    """The values read mid-epoch are the live ones (JAX keeps state apart)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    model.compile(opt, "mse")
+    seen = []
+
+    class Spy(GradientNormMonitor):
+        def _sample(self):
+            super()._sample()
+            pairs = self._sing.gradient_norm_variables
+            seen.append(self._current_values([v for _, v in pairs]))
+
+    x = np.random.standard_normal((8, 4)).astype("float32")
+    model.fit(x, np.ones((8, 3), "float32"), batch_size=4, epochs=1, verbose=0, callbacks=[Spy(every_n_batches=1)])
+    assert len(seen) == 2
+    assert all(float(v) > 0 for v in seen[0])
+    final = [float(to_numpy(v)) for _, v in opt.gradient_norm_variables]
+    np.testing.assert_allclose([float(v) for v in seen[-1]], final, rtol=1e-6)
