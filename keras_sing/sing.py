@@ -93,6 +93,12 @@ class SING(keras.optimizers.Optimizer):
             of regexes searched in `variable.path`, or a callable `variable
             -> bool`. Typical: LayerNorm scales, `exclude=r"layer_norm"`.
             Defaults to `None`.
+        skip_nonfinite: if any gradient holds a NaN or an infinity, skip the
+            whole step: weights, host state (moments, iteration counter,
+            accumulators) and LookAhead stay as they were, and
+            `skipped_steps` counts it. `False` saves the check (one read of
+            every gradient) and lets non-finite values through, as Keras's
+            own optimizers do. Defaults to `True`.
         name: the optimizer's name. Defaults to `"sing"`.
 
     Example:
@@ -127,6 +133,7 @@ class SING(keras.optimizers.Optimizer):
         lookahead_alpha=0.5,
         centralize_axes=None,
         exclude=None,
+        skip_nonfinite=True,
         name=None,
         **kwargs,
     ):
@@ -176,6 +183,7 @@ class SING(keras.optimizers.Optimizer):
         self.lookahead_alpha = float(lookahead_alpha)
         self.centralize_axes = centralize_axes
         self.exclude = exclude
+        self.skip_nonfinite = bool(skip_nonfinite)
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
         self._softplus = self._published_adam if softplus is None else softplus
@@ -235,6 +243,9 @@ class SING(keras.optimizers.Optimizer):
             for _ in var_list
         )
         self._variable_paths = tuple(v.path for v in var_list)
+        self._skipped_steps = self.add_variable(
+            (), dtype="int32", name="skipped_steps"
+        )
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
         super().build(var_list)
@@ -270,7 +281,64 @@ class SING(keras.optimizers.Optimizer):
                     "variables: call `optimizer.build(trainable_variables)`."
                 )
             self.build(trainable_variables)
-        self.inner_optimizer.apply(grads, trainable_variables)
+        if not self.skip_nonfinite:
+            self.inner_optimizer.apply(grads, trainable_variables)
+        elif keras.backend.backend() == "tensorflow" and _tf_replica_context():
+            from keras_sing.backend import tensorflow as tf_backend
+
+            tf_backend.distributed_apply_if_finite(self, grads, trainable_variables)
+        elif keras.backend.backend() == "jax":
+            # A stateful apply on JAX runs eagerly (jitted training goes
+            # through stateless_apply below), so the flag is concrete.
+            if bool(all_finite(grads)):
+                self.inner_optimizer.apply(grads, trainable_variables)
+            else:
+                self._count_skipped_step()
+        else:
+            ops.cond(
+                all_finite(grads),
+                lambda: self.inner_optimizer.apply(grads, trainable_variables),
+                self._count_skipped_step,
+            )
+
+    def _count_skipped_step(self):
+        self._skipped_steps.assign_add(1)
+
+    @property
+    def skipped_steps(self):
+        """How many steps were skipped for non-finite gradients (a variable;
+        0 before the optimizer is built)."""
+        return self._skipped_steps if self.built else 0
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """JAX: the step as a pure function, skipped when not finite.
+
+        The two outcomes are computed as values and selected with `cond`
+        (a traced `cond` cannot hold variable assignments)."""
+        if not self.skip_nonfinite:
+            return super().stateless_apply(
+                optimizer_variables, grads, trainable_variables
+            )
+        skipped_index = _index_of(self.variables, self._skipped_steps)
+        # LossScaleOptimizer passes variables, read in its StatelessScope.
+        optimizer_variables = [_read(v) for v in optimizer_variables]
+        trainable_variables = [_read(v) for v in trainable_variables]
+
+        def apply_step():
+            self.skip_nonfinite = False  # checked here, not again in apply
+            try:
+                return super(SING, self).stateless_apply(
+                    optimizer_variables, grads, trainable_variables
+                )
+            finally:
+                self.skip_nonfinite = True
+
+        def skip_step():
+            new = list(optimizer_variables)
+            new[skipped_index] = new[skipped_index] + 1
+            return list(trainable_variables), new
+
+        return ops.cond(all_finite(grads), apply_step, skip_step)
 
     # ------------------------------------------------------------------ #
     # The update, per variable.
@@ -465,6 +533,7 @@ class SING(keras.optimizers.Optimizer):
             "lookahead_alpha": self.lookahead_alpha,
             "centralize_axes": _serialize_rule(self.centralize_axes),
             "exclude": _serialize_rule(self.exclude),
+            "skip_nonfinite": self.skip_nonfinite,
         }
 
     @classmethod
@@ -481,6 +550,25 @@ class SING(keras.optimizers.Optimizer):
 # ---------------------------------------------------------------------- #
 # Helpers.
 # ---------------------------------------------------------------------- #
+
+
+def all_finite(grads):
+    """A scalar boolean: no gradient holds a NaN or an infinity."""
+    checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
+    if not checks:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack(checks))
+
+
+def _index_of(variables, variable):
+    return next(i for i, v in enumerate(variables) if v is variable)
+
+
+def _tf_replica_context():
+    """Whether `apply` runs per replica under a tf.distribute strategy."""
+    from keras_sing.backend import tensorflow as tf_backend
+
+    return tf_backend.in_replica_context()
 
 
 def _read(variable):

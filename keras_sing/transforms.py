@@ -40,8 +40,15 @@ def centralize(gradient, axes):
     """
     if not axes:
         return gradient
+    ndim = len(gradient.shape)
+    axes = tuple(sorted(a % ndim for a in axes))
+    # Shift by each unit's first element first (same result in exact
+    # arithmetic): a constant unit then centralizes to exactly 0, leaving no
+    # rounding residue for the normalization to blow up to unit norm.
+    first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(ndim))
+    shifted = ops.subtract(gradient, gradient[first])
     # g <- g - mean(g, axes)
-    return ops.subtract(gradient, ops.mean(gradient, axis=axes, keepdims=True))
+    return ops.subtract(shifted, ops.mean(shifted, axis=axes, keepdims=True))
 
 
 def l2_norm(x):

@@ -14,3 +14,38 @@ def densify(gradient):
     if isinstance(gradient, tf.IndexedSlices):
         return tf.convert_to_tensor(gradient)
     return gradient
+
+
+def in_replica_context():
+    """Whether we are inside a (non-default) strategy's replica function."""
+    return tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
+
+
+def distributed_apply_if_finite(sing, grads, trainable_variables):
+    """`sing.inner_optimizer.apply`, skipped on all replicas if any replica
+    has a non-finite gradient.
+
+    The host's apply synchronizes replicas (`merge_call`), which TF does not
+    allow inside a `cond` in replica context; so, as Keras's
+    LossScaleOptimizer does, the decision is taken in cross-replica context,
+    where the replicas' flags are combined (a NaN on one replica is a NaN on
+    all after the all-reduce).
+    """
+    from keras_sing.sing import all_finite
+
+    def cross_replica(distribution, grads, trainable_variables):
+        finite_per_replica = distribution.extended.call_for_each_replica(
+            lambda g: tf.cast(all_finite(g), tf.float32), args=(grads,)
+        )
+        finite = distribution.reduce(tf.distribute.ReduceOp.MIN, finite_per_replica, axis=None) > 0
+
+        def apply_fn():
+            distribution.extended.call_for_each_replica(
+                sing.inner_optimizer.apply, args=(grads, trainable_variables)
+            )
+
+        tf.cond(finite, apply_fn, sing._count_skipped_step)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(grads, trainable_variables)
+    )

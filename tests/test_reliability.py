@@ -1,0 +1,227 @@
+"""Non-finite gradients never reach the weights; edge inputs; resume mid-
+accumulation; property-based checks against the oracle (hypothesis)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import reference
+from conftest import BACKEND
+from conftest import assert_close
+from conftest import to_numpy
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import keras_sing
+
+
+def tensor(x, dtype="float32"):
+    return keras.ops.convert_to_tensor(np.asarray(x, dtype))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_step_is_skipped_whole(bad):
+    """Weights, host moments, the step counter and LookAhead are untouched;
+    the next finite steps continue as if the bad one never happened."""
+    init = [np.random.standard_normal((4, 3)), np.random.standard_normal((3,))]
+    grads = [[np.random.standard_normal(a.shape) for a in init] for _ in range(6)]
+    poisoned = [g.copy() for g in grads[2]]
+    poisoned[1][0] = bad
+
+    def run(steps):
+        vs = [keras.Variable(a.astype("float32")) for a in init]
+        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2)
+        for step in steps:
+            opt.apply([tensor(g) for g in step], vs)
+        return opt, [to_numpy(v) for v in vs]
+
+    opt, got = run(grads[:2] + [poisoned] + grads[2:])
+    _, expected = run(grads)
+    assert int(to_numpy(opt.skipped_steps)) == 1
+    assert int(to_numpy(opt.iterations)) == 6
+    for a, b in zip(got, expected):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_array_equal(a, b)
+    for v in opt.variables:
+        assert np.all(np.isfinite(to_numpy(v)))
+
+
+def test_skip_nonfinite_false_lets_nan_through():
+    v = keras.Variable(np.ones((3,), "float32"))
+    opt = keras_sing.SING(keras.optimizers.SGD(0.1), skip_nonfinite=False)
+    opt.apply([tensor([np.nan, 1.0, 1.0])], [v])
+    assert np.isnan(to_numpy(v)).any()
+
+
+def nan_batch_model():
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)]
+    )
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True] if BACKEND != "torch" else ["auto"])
+def test_fit_with_a_nan_batch_equals_fit_without_it(jit_compile):
+    """A batch that makes the loss NaN at step 3 leaves the weights finite,
+    and training continues exactly as if that batch was not in the data."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 6)).astype("float32")
+    y = rng.standard_normal((48, 2)).astype("float32")
+    x_bad = x.copy()
+    x_bad[3 * 8 + 1, 2] = np.nan  # batch index 3 (batch size 8)
+    keep = np.r_[0:24, 32:48]
+
+    def fit(xs, ys):
+        model = nan_batch_model()
+        model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2), "mse", jit_compile=jit_compile)
+        model.fit(xs, ys, batch_size=8, shuffle=False, epochs=1, verbose=0)
+        return model
+
+    bad = fit(x_bad, y)
+    clean = fit(x[keep], y[keep])
+    assert int(to_numpy(bad.optimizer.skipped_steps)) == 1
+    for a, b in zip(bad.weights, clean.weights):
+        assert np.all(np.isfinite(to_numpy(a)))
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
+    # and it keeps training afterwards
+    history = bad.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_composes_with_loss_scale_optimizer():
+    v = keras.Variable(np.ones((4, 2), "float32"))
+    lso = keras.optimizers.LossScaleOptimizer(keras_sing.SING(keras.optimizers.AdamW(1e-2)), initial_scale=8.0)
+    lso.build([v])
+
+    def apply(grad):
+        if BACKEND == "jax":  # LSO's stateful apply is not supported on JAX
+            new_v, new_opt = lso.stateless_apply([x.value for x in lso.variables], [grad], [v.value])
+            v.assign(new_v[0])
+            for var, value in zip(lso.variables, new_opt):
+                var.assign(value)
+        else:
+            lso.apply([grad], [v])
+
+    apply(tensor(np.full((4, 2), np.inf)))
+    np.testing.assert_array_equal(to_numpy(v), 1.0)
+    assert float(to_numpy(lso.dynamic_scale)) == 4.0  # LSO skipped it first
+    assert int(to_numpy(lso.inner_optimizer.skipped_steps)) == 0
+    apply(tensor(np.random.standard_normal((4, 2)) * 4.0))
+    assert not np.allclose(to_numpy(v), 1.0)
+    assert np.all(np.isfinite(to_numpy(v)))
+
+
+def test_skipped_steps_survive_serialization():
+    opt = keras_sing.SING(skip_nonfinite=False)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert clone.skip_nonfinite is False
+
+
+def test_resume_mid_accumulation_and_mid_lookahead(tmp_path):
+    """Save after 3 micro-batches of accumulation 2 (mid-accumulation) and
+    mid-LookAhead, reload, continue: equal to the uninterrupted run."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 6)).astype("float32")
+    y = rng.standard_normal((64, 2)).astype("float32")
+
+    def make():
+        model = nan_batch_model()
+        host = keras.optimizers.AdamW(1e-2, weight_decay=1e-2, gradient_accumulation_steps=2)
+        model.compile(keras_sing.SING(host, lookahead_steps=2), "mse")
+        return model
+
+    def steps(model, a, b):
+        model.fit(x[a * 8 : b * 8], y[a * 8 : b * 8], batch_size=8, shuffle=False, verbose=0)
+
+    straight = make()
+    steps(straight, 0, 3)
+    steps(straight, 3, 8)
+    first = make()
+    steps(first, 0, 3)
+    path = os.path.join(tmp_path, "acc.keras")
+    first.save(path)
+    resumed = keras.models.load_model(path)
+    steps(resumed, 3, 8)
+    for a, b in zip(resumed.weights, straight.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
+
+
+def test_backup_and_restore_resumes_exactly(tmp_path):
+    """BackupAndRestore after an interrupted epoch: same weights as a run
+    that was never interrupted."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 6)).astype("float32")
+    y = rng.standard_normal((32, 2)).astype("float32")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("preempted")
+
+    def make():
+        model = nan_batch_model()
+        model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=3), "mse")
+        return model
+
+    straight = make()
+    straight.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    interrupted = make()
+    with pytest.raises(RuntimeError, match="preempted"):
+        interrupted.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[backup, Interrupt()])
+    resumed = make()
+    resumed.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[backup])
+    for a, b in zip(resumed.weights, straight.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
+
+
+def test_frozen_layers_constraints_and_late_variables():
+    keras.utils.set_random_seed(0)
+    frozen = keras.layers.Dense(3, name="frozen")
+    model = keras.Sequential([keras.Input((4,)), frozen, keras.layers.Dense(2, kernel_constraint=keras.constraints.NonNeg(), name="nonneg")])
+    frozen.trainable = False
+    model.compile(keras_sing.SING(keras.optimizers.AdamW(5e-2)), "mse")
+    before = to_numpy(frozen.kernel)
+    model.fit(np.random.standard_normal((32, 4)).astype("float32"), np.random.standard_normal((32, 2)).astype("float32"), batch_size=8, verbose=0)
+    np.testing.assert_array_equal(to_numpy(frozen.kernel), before)
+    assert to_numpy(model.get_layer("nonneg").kernel).min() >= 0.0
+    # a variable the optimizer was not built with is refused by name
+    late = keras.Variable(np.zeros((2,), "float32"), name="late")
+    with pytest.raises((KeyError, ValueError)):
+        model.optimizer.apply([tensor(np.ones(2))], [late])
+
+
+SHAPES = st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=SHAPES,
+    log_scale=st.floats(-30, 30),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+    constant=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_standardized_step_property(shape, log_scale, dtype, constant, seed):
+    """Random shapes (size-1 and empty axes included), dtypes and scales:
+    no crash, no NaN, and the oracle's direction where it is defined."""
+    if dtype != "float32":
+        log_scale = float(np.clip(log_scale, -3, 3))  # inside float16's range
+    rng = np.random.default_rng(seed)
+    g = np.full(shape, 1.5) if constant else rng.standard_normal(shape)
+    g = (g * 10.0**log_scale).astype(dtype if dtype != "bfloat16" else "float32")
+    w = keras.Variable(np.zeros(shape, "float32"), dtype=dtype)
+    opt = keras_sing.SING(keras.optimizers.SGD(1.0), lookahead=False)
+    opt.apply([keras.ops.convert_to_tensor(g, dtype=dtype)], [w])
+    step = -to_numpy(keras.ops.cast(w, "float32")).astype(np.float64)
+    assert np.all(np.isfinite(step))
+    expected = reference.standardize(
+        np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.convert_to_tensor(g, dtype=dtype), "float32")), np.float64),
+        reference.keras_fan_in_axes(shape),
+    )
+    if constant and len(shape) > 1:
+        assert np.all(step == 0.0)  # centralizes to exactly zero
+    if step.size:
+        assert_close(step, expected, rtol=1e-5 if dtype == "float32" else 2e-2)
