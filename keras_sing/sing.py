@@ -203,8 +203,9 @@ class SING(keras.optimizers.Optimizer):
         so SING replaces the host instance's `update_step` (and its weight
         decay, which SING applies per variable, after seeding LookAhead, as
         the paper does). On torch, Keras's fused `Adam`/`SGD`/... classes
-        bypass `update_step`, so the host is sent through its non-fused
-        path there (`keras_sing.backend.torch`).
+        bypass `update_step`, so SING batches its whole step with
+        `torch._foreach_*` kernels there, or sends the host through its
+        non-fused path (`keras_sing.backend.torch`).
         """
         if getattr(host, "_sing_hosted", False):
             raise ValueError(
@@ -219,8 +220,8 @@ class SING(keras.optimizers.Optimizer):
         if keras.backend.backend() == "torch":
             from keras_sing.backend import torch as torch_backend
 
-            host._backend_update_step = (
-                torch_backend.generic_backend_update_step(host)
+            host._backend_update_step = torch_backend.select_update_step(
+                self, host
             )
 
     def build(self, var_list):
@@ -451,8 +452,8 @@ class SING(keras.optimizers.Optimizer):
         # m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
         m = ops.cast(_read(m_var), dtype)
         v = ops.cast(_read(v_var), dtype)
-        m = ops.add(m, ops.multiply(ops.subtract(g, m), 1 - b1))
-        v = ops.add(v, ops.multiply(ops.subtract(ops.square(g), v), 1 - b2))
+        m = ops.add(ops.multiply(m, b1), ops.multiply(g, 1 - b1))
+        v = ops.add(ops.multiply(v, b2), ops.multiply(ops.square(g), 1 - b2))
         host.assign(m_var, m)
         host.assign(v_var, v)
         if host.amsgrad:

@@ -1,0 +1,306 @@
+"""Optimizer-step and train-step cost of SING against its host, side by side.
+
+    KERAS_BACKEND=jax python benchmarks/bench_optimizer.py              # full (GPU-sized)
+    KERAS_BACKEND=torch python benchmarks/bench_optimizer.py --short    # CI-sized, CPU
+
+Measures, in one process and one run, on the current backend:
+- the optimizer step alone (the update of every variable from given
+  gradients) for parameter sets shaped like ViT-B/16 and ResNet-50 (built
+  with KerasHub, random init) and a small one, for hosts AdamW, Adam, SGD and
+  Lion: host alone, SING(host, lookahead=False), SING(host); median and
+  inter-quartile range over many repetitions after warm-up, and the ratio
+  SING / host;
+- optimizer-state bytes per parameter, host vs SING;
+- the full train step (forward, backward, update) of a KerasHub ResNet and
+  ViT, host vs SING, as an overhead in percent.
+Compiled as a user's training would be: `jax.jit` of `stateless_apply` on
+JAX, `tf.function(jit_compile=True)` on TensorFlow, eager on torch (Keras's
+default there). Writes JSON and a Markdown table.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_sing  # noqa: E402
+
+BACKEND = keras.backend.backend()
+TARGETS = {  # SING(AdamW) step / AdamW step (issue: performance)
+    ("jax", False): 1.3, ("tensorflow", False): 1.3, ("torch", False): 1.5,
+    ("jax", True): 1.5, ("tensorflow", True): 1.5, ("torch", True): 1.7,
+}
+
+
+# ---------------------------------------------------------------- shapes --
+
+
+def parameter_shapes(name, short):
+    """Trainable-variable shapes of a KerasHub model (random init)."""
+    import keras_hub
+
+    if name == "vit_b16":
+        if short:  # ViT-Ti/16 shape on 64px: the same tensor kinds, CPU-sized
+            model = keras_hub.models.ViTBackbone(image_shape=(64, 64, 3), patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768)
+        else:
+            model = keras_hub.models.ViTBackbone(image_shape=(224, 224, 3), patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
+    elif name == "resnet50":
+        filters = [64, 64, 96, 128] if short else [64, 128, 256, 512]
+        model = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[7],
+            stackwise_num_filters=filters, stackwise_num_blocks=[3, 4, 6, 3],
+            stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+            image_shape=(224, 224, 3),
+        )
+    else:  # small MLP + conv
+        return [(3, 3, 3, 32), (32,), (3, 3, 32, 64), (64,), (1024, 256), (256,), (256, 10), (10,)]
+    return [tuple(v.shape) for v in model.trainable_variables]
+
+
+def make_optimizer(host_name, variant):
+    hosts = {
+        "adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=1e-2),
+        "adam": lambda: keras.optimizers.Adam(1e-3),
+        "sgd": lambda: keras.optimizers.SGD(1e-2, momentum=0.9),
+        "lion": lambda: keras.optimizers.Lion(1e-4),
+    }
+    host = hosts[host_name]()
+    if variant == "host":
+        return host
+    return keras_sing.SING(host, lookahead=(variant == "sing"))
+
+
+# ---------------------------------------------------------------- timing --
+
+
+def sync(x):
+    if BACKEND == "jax":
+        import jax
+
+        jax.block_until_ready(x)
+    elif BACKEND == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    else:
+        keras.ops.convert_to_numpy(keras.ops.sum(x[0] if isinstance(x, (list, tuple)) else x))
+
+
+def step_function(opt, variables, grads):
+    """A zero-argument callable running one optimizer step as users would."""
+    opt.build(variables)
+    if BACKEND == "jax":
+        import jax
+
+        step = jax.jit(opt.stateless_apply, donate_argnums=(0, 2))
+        state = {"opt": [v.value for v in opt.variables], "train": [v.value for v in variables]}
+
+        def run():
+            state["train"], state["opt"] = step(state["opt"], grads, state["train"])
+            return state["train"]
+
+        return run
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(g):
+            opt.apply(g, variables)
+            return variables[0].value
+
+        return lambda: step(grads)
+    import torch
+
+    def run():
+        with torch.no_grad():
+            opt.apply(grads, variables)
+        return variables[0].value
+
+    return run
+
+
+def time_it(fn, warmup, reps):
+    for _ in range(warmup):
+        sync(fn())
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - t0)
+    q = np.percentile(times, [25, 50, 75])
+    return {"median_ms": 1e3 * q[1], "iqr_ms": 1e3 * (q[2] - q[0])}
+
+
+def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0):
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype("float32") * 0.02 for s in shapes]
+    grads = [keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")) for s in shapes]
+    n_params = int(sum(np.prod(s) for s in shapes))
+    rows = []
+    for host in hosts:
+        results = {}
+        for variant in ["host", "sing_no_lookahead", "sing"]:
+            keras.utils.clear_session()
+            variables = [keras.Variable(a) for a in init]
+            opt = make_optimizer(host, variant)
+            fn = step_function(opt, variables, grads)
+            results[variant] = time_it(fn, warmup, reps)
+            state_bytes = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in opt.variables)
+            results[variant]["state_bytes_per_param"] = state_bytes / n_params
+            del fn, variables, opt
+        base = results["host"]["median_ms"]
+        for variant, r in results.items():
+            rows.append({
+                "param_set": param_set, "params": n_params, "tensors": len(shapes), "host": host,
+                "variant": variant, **{k: round(v, 4) for k, v in r.items()},
+                "ratio_vs_host": round(r["median_ms"] / base, 3),
+            })
+    return rows
+
+
+def train_step_bench(model_name, short, warmup, reps, batch_size):
+    import keras_hub
+
+    rows = []
+    for variant in ["host", "sing"]:
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(0)
+        size = 32 if short else 224
+        if model_name == "vit":
+            bb = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=8 if short else 16, num_layers=2 if short else 12, num_heads=2 if short else 12, hidden_dim=64 if short else 768, mlp_dim=128 if short else 3072)
+            out = keras.layers.Dense(10)(bb.output[:, 0])
+        else:
+            filters = [64, 64] if short else [64, 128, 256, 512]
+            blocks = [1, 1] if short else [3, 4, 6, 3]
+            bb = keras_hub.models.ResNetBackbone(
+                input_conv_filters=[64], input_conv_kernel_sizes=[7 if not short else 3],
+                stackwise_num_filters=filters, stackwise_num_blocks=blocks,
+                stackwise_num_strides=[1] + [2] * (len(filters) - 1),
+                block_type="basic_block" if short else "bottleneck_block", image_shape=(size, size, 3),
+            )
+            out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(bb.output))
+        model = keras.Model(bb.input, out)
+        host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
+        opt = host if variant == "host" else keras_sing.SING(host)
+        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile="auto")
+        steps = warmup + reps
+        x = np.random.default_rng(0).standard_normal((batch_size * steps, size, size, 3)).astype("float32")
+        y = np.zeros((batch_size * steps,), "int32")
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times, self.t0 = [], None
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                sync(self.model.trainable_variables[0].value)
+                self.times.append(time.perf_counter() - self.t0)
+
+        timer = Timer()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
+        times = timer.times[warmup:]
+        rows.append({"model": model_name, "params": model.count_params(), "variant": variant,
+                     "median_ms": round(1e3 * statistics.median(times), 3), "batch_size": batch_size})
+    base = rows[0]["median_ms"]
+    for r in rows:
+        r["overhead_pct"] = round(100 * (r["median_ms"] / base - 1), 2)
+    return rows
+
+
+# ---------------------------------------------------------------- report --
+
+
+def environment(device):
+    info = {"backend": BACKEND, "keras": keras.__version__, "keras_sing": keras_sing.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(), "device": device}
+    try:
+        if BACKEND == "jax":
+            import jax
+
+            info["jax"] = jax.__version__
+            info["accelerator"] = str(jax.devices()[0])
+        elif BACKEND == "torch":
+            import torch
+
+            info["torch"] = torch.__version__
+            info["accelerator"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        else:
+            import tensorflow as tf
+
+            info["tensorflow"] = tf.__version__
+            info["accelerator"] = str(tf.config.list_logical_devices()[-1].name)
+    except Exception as error:  # informational only
+        info["accelerator"] = f"unknown ({error})"
+    return info
+
+
+def markdown(env, step_rows, train_rows):
+    lines = [f"### {env['backend']} on {env['accelerator']} (keras {env['keras']}, keras_sing {env['keras_sing']})", ""]
+    lines += ["| params | host | variant | median ms | IQR ms | state B/param | SING/host | target |", "|---|---|---|---|---|---|---|---|"]
+    for r in step_rows:
+        target = ""
+        if r["host"] == "adamw" and r["variant"] != "host":
+            t = TARGETS[(env["backend"], r["variant"] == "sing")]
+            target = f"<= {t}: {'met' if r['ratio_vs_host'] <= t else 'MISSED by ' + format(r['ratio_vs_host'] / t - 1, '.0%')}"
+        lines.append(f"| {r['param_set']} ({r['params'] / 1e6:.2f}M, {r['tensors']} tensors) | {r['host']} | {r['variant']} | "
+                     f"{r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['state_bytes_per_param']:.1f} | {r['ratio_vs_host']:.2f} | {target} |")
+    if train_rows:
+        lines += ["", "| model | params | variant | train step median ms | overhead |", "|---|---|---|---|---|"]
+        for r in train_rows:
+            lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['variant']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="CPU/CI-sized parameter sets and few repetitions")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default=None, help="default: whatever the backend picks")
+    parser.add_argument("--hosts", default="adamw,adam,sgd,lion")
+    parser.add_argument("--param-sets", default="small,vit_b16,resnet50")
+    parser.add_argument("--train-models", default="resnet,vit", help="'' to skip the train-step bench")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    if args.device == "cpu" and BACKEND == "jax":
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
+    reps = args.reps or (5 if args.short else 50)
+    warmup = 2 if args.short else 5
+    env = environment(args.device or "default")
+    print(json.dumps(env))
+    step_rows = []
+    for param_set in [p for p in args.param_sets.split(",") if p]:
+        shapes = parameter_shapes(param_set, args.short)
+        step_rows += optimizer_step_bench(param_set, shapes, args.hosts.split(","), warmup, reps)
+        print(markdown(env, [r for r in step_rows if r["param_set"] == param_set], []), flush=True)
+    train_rows = []
+    for model_name in [m for m in args.train_models.split(",") if m]:
+        train_rows += train_step_bench(model_name, args.short, warmup, reps, 8 if args.short else 64)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{BACKEND}_{'short' if args.short else 'full'}"
+    (out / f"{stem}.json").write_text(json.dumps({"environment": env, "optimizer_step": step_rows, "train_step": train_rows}, indent=1))
+    table = markdown(env, step_rows, train_rows)
+    (out / f"{stem}.md").write_text(table)
+    print(table)
+    print(f"wrote {out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
