@@ -36,12 +36,9 @@ import os
 import zipfile
 
 from _common import base_parser
-from _common import BatchLoss
-from _common import jit_flag
-from _common import make_optimizer
+from _common import compile_and_fit
 from _common import print_table
 from _common import resolve
-from _common import summarize
 from _common import write_outputs
 
 import keras  # noqa: I001  (after _common, which sets the backend)
@@ -158,19 +155,8 @@ def train(name, args, features, labels, model_spec, total_steps):
     lr, wd = resolve(args, name)
     if args.learning_rate is None or args.compare:
         lr = lr / 10  # fine-tuning: AdamW 1e-4, SING 1e-3
-    classifier.compile(
-        optimizer=make_optimizer(name, lr, wd, total_steps, exclude=r"layer_norm"),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_flag(args.jit_compile),
-    )
-    print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {classifier.count_params():,} parameters")
-    batch_loss = BatchLoss()
-    history = classifier.fit(
-        x, y, validation_data=(xv, yv), batch_size=args.batch_size,
-        epochs=args.epochs, callbacks=[batch_loss], verbose=args.verbose,
-    )
-    return summarize(name, lr, wd, history, batch_loss, "accuracy")
+    # LayerNorm scales skip standardization, as the SING authors advise.
+    return compile_and_fit(name, classifier, args, (x, y), (xv, yv), total_steps, "accuracy", "accuracy", lr=lr, wd=wd, exclude=r"layer_norm")
 
 
 def main(argv=None):

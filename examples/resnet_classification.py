@@ -18,12 +18,8 @@ Data:
 """
 
 from _common import base_parser
-from _common import BatchLoss
-from _common import jit_flag
-from _common import make_optimizer
+from _common import compile_and_fit
 from _common import print_table
-from _common import resolve
-from _common import summarize
 from _common import write_outputs
 
 import keras  # noqa: I001  (after _common, which sets the backend)
@@ -115,24 +111,10 @@ def build_model(backbone_name, depth, num_classes):
 
 
 def train(name, args, data, num_classes, total_steps):
-    (x_train, y_train), (x_test, y_test) = data
+    train_data, test_data = data
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.backbone, args.depth, num_classes)
-    lr, wd = resolve(args, name)
-    model.compile(
-        optimizer=make_optimizer(name, lr, wd, total_steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_flag(args.jit_compile),
-    )
-    print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {model.count_params():,} parameters")
-    batch_loss = BatchLoss()
-    history = model.fit(
-        x_train, y_train, validation_data=(x_test, y_test),
-        batch_size=args.batch_size, epochs=args.epochs,
-        callbacks=[batch_loss], verbose=args.verbose,
-    )
-    return summarize(name, lr, wd, history, batch_loss, "accuracy")
+    return compile_and_fit(name, model, args, train_data, test_data, total_steps, "accuracy", "accuracy")
 
 
 def main(argv=None):

@@ -16,12 +16,8 @@ Everything is generated on the fly: this example never needs a network.
 import time
 
 from _common import base_parser
-from _common import BatchLoss
-from _common import jit_flag
-from _common import make_optimizer
+from _common import compile_and_fit
 from _common import print_table
-from _common import resolve
-from _common import summarize
 from _common import write_outputs
 
 import keras  # noqa: I001  (after _common, which sets the backend)
@@ -58,27 +54,11 @@ def build_model(image_size, patch_size, num_classes, size):
 
 
 def train(name, args, data, total_steps):
-    (x_train, y_train), (x_val, y_val) = data
+    train_data, validation = data
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.image_size, args.patch_size, rde.num_classes(args.num_rectangles), args.size)
-    lr, wd = resolve(args, name)
-    model.compile(
-        optimizer=make_optimizer(name, lr, wd, total_steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
-        jit_compile=jit_flag(args.jit_compile),
-    )
-    print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {model.count_params():,} parameters")
-    batch_loss = BatchLoss()
-    history = model.fit(
-        x_train, y_train,
-        validation_data=(x_val, y_val),
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        callbacks=[batch_loss],
-        verbose=args.verbose,
-    )
-    return summarize(name, lr, wd, history, batch_loss, "pixel_accuracy")
+    metric = keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")
+    return compile_and_fit(name, model, args, train_data, validation, total_steps, metric, "pixel_accuracy")
 
 
 def main(argv=None):

@@ -1,0 +1,27 @@
+"""The benchmark's short mode runs on the current backend and reports ratios
+(tests time nothing: the numbers are in docs/performance.md)."""
+
+import importlib.util
+import json
+import pathlib
+
+BENCH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_optimizer.py"
+
+
+def test_benchmark_short_mode(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--short", "--param-sets", "small", "--hosts", "adamw,sgd", "--train-models", "resnet", "--reps", "2", "--out", str(tmp_path)]) == 0
+    (result,) = list(tmp_path.glob("*_short.json"))
+    payload = json.loads(result.read_text())
+    rows = payload["optimizer_step"]
+    assert {(r["host"], r["variant"]) for r in rows} == {(h, v) for h in ("adamw", "sgd") for v in ("host", "sing_no_lookahead", "sing")}
+    for r in rows:
+        assert r["median_ms"] > 0 and r["ratio_vs_host"] > 0
+        # optimizer state: SING adds only the LookAhead slot (4 B/param)
+        host = next(x for x in rows if x["host"] == r["host"] and x["variant"] == "host")
+        extra = r["state_bytes_per_param"] - host["state_bytes_per_param"]
+        assert extra < (4.5 if r["variant"] == "sing" else 0.5)
+    assert [r["variant"] for r in payload["train_step"]] == ["host", "sing"]
+    assert "SING/host" in (tmp_path / result.name.replace(".json", ".md")).read_text()
