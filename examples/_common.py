@@ -91,36 +91,19 @@ class BatchLoss(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def spike_count(losses, factor=1.5, window=20):
-    """Batches whose running loss jumps above `factor` x the best so far
-    (Keras reports the running mean over the epoch, so this is conservative)."""
-    best, spikes = np.inf, 0
+def spike_count(losses, factor=1.5, window=20, floor=0.02):
+    """Batches whose loss jumps above `factor` x the best loss so far and by
+    more than `floor` x the first loss (so that noise around a loss near 0
+    is not counted). Keras reports the running mean over the epoch, so this
+    is conservative."""
+    if not losses:
+        return 0
+    best, spikes, min_jump = np.inf, 0, floor * losses[0]
     for i, loss in enumerate(losses):
-        if i >= window and loss > factor * best:
+        if i >= window and loss > factor * best and loss - best > min_jump:
             spikes += 1
         best = min(best, loss)
     return spikes
-
-
-def compile_and_fit(name, model, args, train, validation, total_steps, metric, metric_key, lr=None, wd=None, **sing_kwargs):
-    """Compiles `model` with AdamW or SING(AdamW) (warm-up + cosine), fits it
-    with per-batch loss recording and returns the run's summary."""
-    default_lr, default_wd = resolve(args, name)
-    lr = default_lr if lr is None else lr
-    wd = default_wd if wd is None else wd
-    model.compile(
-        optimizer=make_optimizer(name, lr, wd, total_steps, **sing_kwargs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[metric],
-        jit_compile=jit_flag(args.jit_compile),
-    )
-    print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {model.count_params():,} parameters")
-    batch_loss = BatchLoss()
-    history = model.fit(
-        *train, validation_data=validation, batch_size=args.batch_size,
-        epochs=args.epochs, callbacks=[batch_loss], verbose=args.verbose,
-    )
-    return summarize(name, lr, wd, history, batch_loss, metric_key)
 
 
 def summarize(name, lr, wd, history, batch_loss, metric_key):

@@ -200,14 +200,14 @@ SHAPES = st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)
 @given(
     shape=SHAPES,
     log_scale=st.floats(-30, 30),
-    dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+    dtype=st.sampled_from(["float32", "float64", "float16", "bfloat16"]),
     constant=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_standardized_step_property(shape, log_scale, dtype, constant, seed):
     """Random shapes (size-1 and empty axes included), dtypes and scales:
     no crash, no NaN, and the oracle's direction where it is defined."""
-    if dtype != "float32":
+    if dtype in ("float16", "bfloat16"):
         log_scale = float(np.clip(log_scale, -3, 3))  # inside float16's range
     rng = np.random.default_rng(seed)
     g = np.full(shape, 1.5) if constant else rng.standard_normal(shape)
@@ -224,4 +224,20 @@ def test_standardized_step_property(shape, log_scale, dtype, constant, seed):
     if constant and len(shape) > 1:
         assert np.all(step == 0.0)  # centralizes to exactly zero
     if step.size:
-        assert_close(step, expected, rtol=1e-5 if dtype == "float32" else 2e-2)
+        assert_close(step, expected, rtol=1e-5 if dtype in ("float32", "float64") else 2e-2)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.IndexedSlices gradients are TensorFlow's")
+def test_sparse_embedding_gradient_matches_dense_oracle():
+    """An Embedding's IndexedSlices gradient (repeated ids included) gives
+    the dense oracle's standardized step (per-row centralization)."""
+    import tensorflow as tf
+
+    table = keras.Variable(np.zeros((6, 4), "float32"), name="embeddings")
+    ids = tf.constant([1, 3, 1, 5])
+    values = tf.constant(np.random.standard_normal((4, 4)).astype("float32"))
+    sparse = tf.IndexedSlices(values, ids, dense_shape=tf.constant([6, 4]))
+    dense = tf.convert_to_tensor(sparse).numpy()
+    opt = keras_sing.SING(keras.optimizers.SGD(1.0), lookahead=False)
+    opt.apply([sparse], [table])
+    assert_close(-to_numpy(table), reference.standardize(dense, (1,)))
