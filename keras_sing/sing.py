@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_sing import axes as axes_lib
+from keras_sing import backend as backend_lib
 from keras_sing import transforms
 
 # The hosts whose update has Adam's second-moment denominator, which the
@@ -288,15 +289,8 @@ class SING(keras.optimizers.Optimizer):
             from keras_sing.backend import tensorflow as tf_backend
 
             tf_backend.distributed_apply_if_finite(self, grads, trainable_variables)
-        elif keras.backend.backend() == "jax":
-            # A stateful apply on JAX runs eagerly (jitted training goes
-            # through stateless_apply below), so the flag is concrete.
-            if bool(all_finite(grads)):
-                self.inner_optimizer.apply(grads, trainable_variables)
-            else:
-                self._count_skipped_step()
         else:
-            ops.cond(
+            backend_lib.cond(
                 all_finite(grads),
                 lambda: self.inner_optimizer.apply(grads, trainable_variables),
                 self._count_skipped_step,
@@ -339,7 +333,7 @@ class SING(keras.optimizers.Optimizer):
             new[skipped_index] = new[skipped_index] + 1
             return list(trainable_variables), new
 
-        return ops.cond(all_finite(grads), apply_step, skip_step)
+        return backend_lib.cond(all_finite(grads), apply_step, skip_step)
 
     # ------------------------------------------------------------------ #
     # The update, per variable.
@@ -418,9 +412,8 @@ class SING(keras.optimizers.Optimizer):
         # S <- W  just before the first real update
         slow = self._slow_weights[index]
         first = ops.logical_and(ops.equal(step, 1), is_update)
-        self.inner_optimizer.assign(
-            slow, ops.where(first, _read(variable), _read(slow))
-        )
+        w, s = _read(variable), _read(slow)
+        self.inner_optimizer.assign(slow, ops.where(first, ops.cast(w, s.dtype), s))
 
     def _decay_weight(self, variable, learning_rate):
         # W <- W * (1 - lr * weight_decay)     (decoupled, ndim > 1 only)
@@ -478,8 +471,8 @@ class SING(keras.optimizers.Optimizer):
 
     def _lookahead_sync(self, index, variable, step, is_update):
         # every k-th real step:  W <- alpha W + (1 - alpha) S ;  S <- W
-        # Written with masks, not a Python `if`, so that it traces under XLA
-        # and jax.jit: off-sync steps select the unchanged values.
+        # Masks, not a Python `if` or a `cond`: one fused elementwise pass
+        # under XLA/jax.jit (a `cond` would materialize both outputs).
         slow_var = self._slow_weights[index]
         sync = ops.logical_and(
             ops.equal(ops.mod(step, self.lookahead_steps), 0), is_update
@@ -490,7 +483,7 @@ class SING(keras.optimizers.Optimizer):
         )
         host = self.inner_optimizer
         host.assign(variable, ops.where(sync, merged, fast))
-        host.assign(slow_var, ops.where(sync, merged, ops.cast(slow, fast.dtype)))
+        host.assign(slow_var, ops.where(sync, ops.cast(merged, slow.dtype), slow))
 
     # ------------------------------------------------------------------ #
     # The host's state and settings, seen through SING.

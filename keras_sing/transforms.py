@@ -10,6 +10,8 @@ https://arxiv.org/abs/2305.15997), 2023.
 from keras import backend
 from keras import ops
 
+from keras_sing import backend as backend_lib
+
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
@@ -51,13 +53,31 @@ def centralize(gradient, axes):
     return ops.subtract(shifted, ops.mean(shifted, axis=axes, keepdims=True))
 
 
+# Below this, float32 squares have gone subnormal (elements < ~1e-15).
+_SMALLEST_SAFE_SUM_OF_SQUARES = 1e-30
+
+
 def l2_norm(x):
     """The L2 (Frobenius) norm of the whole tensor, safe at any scale.
 
-    Computed as `s * ||x / s||` with `s = max|x|`, so it neither overflows
-    (|x| ~ 1e30 in float32) nor underflows (|x| ~ 1e-30) where the plain
-    `sqrt(sum(x^2))` would give `inf` or `0`. An all-zero `x` gives 0.
+    `sqrt(sum(x^2))`, one reduction, when that sum is finite and not
+    subnormal; otherwise (|x| ~ 1e30 overflows it in float32, |x| ~ 1e-30
+    underflows it, and an all-zero `x`) the scaled form `s * ||x / s||` with
+    `s = max|x|`. The choice is a `cond` on a scalar, so compiled code runs
+    only one branch. An all-zero `x` gives 0.
     """
+    sum_of_squares = ops.sum(ops.square(x))
+    plain = ops.logical_and(
+        ops.isfinite(sum_of_squares),
+        ops.greater_equal(sum_of_squares, _SMALLEST_SAFE_SUM_OF_SQUARES),
+    )
+    return backend_lib.cond(
+        plain, lambda: ops.sqrt(sum_of_squares), lambda: scaled_l2_norm(x)
+    )
+
+
+def scaled_l2_norm(x):
+    """`||x||_2` as `s * ||x / s||`, `s = max|x|`: no overflow, no underflow."""
     # s = max |x|
     scale = ops.max(ops.abs(x))
     safe_scale = ops.where(ops.greater(scale, 0), scale, ops.ones_like(scale))
