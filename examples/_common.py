@@ -106,6 +106,27 @@ def spike_count(losses, factor=1.5, window=20, floor=0.02):
     return spikes
 
 
+def compile_and_fit(name, model, args, train, validation, total_steps, metric, metric_key, lr=None, wd=None, **sing_kwargs):
+    """Compiles `model` with AdamW or SING(AdamW) (warm-up + cosine), fits it
+    with per-batch loss recording and returns the run's summary."""
+    default_lr, default_wd = resolve(args, name)
+    lr = default_lr if lr is None else lr
+    wd = default_wd if wd is None else wd
+    model.compile(
+        optimizer=make_optimizer(name, lr, wd, total_steps, **sing_kwargs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[metric],
+        jit_compile=jit_flag(args.jit_compile),
+    )
+    print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {model.count_params():,} parameters")
+    batch_loss = BatchLoss()
+    history = model.fit(
+        *train, validation_data=validation, batch_size=args.batch_size,
+        epochs=args.epochs, callbacks=[batch_loss], verbose=args.verbose,
+    )
+    return summarize(name, lr, wd, history, batch_loss, metric_key)
+
+
 def summarize(name, lr, wd, history, batch_loss, metric_key):
     h = history.history
     return {
