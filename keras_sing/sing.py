@@ -185,6 +185,7 @@ class SING(keras.optimizers.Optimizer):
         self.centralize_axes = centralize_axes
         self.exclude = exclude
         self.skip_nonfinite = bool(skip_nonfinite)
+        self._finite_already_checked = False
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
         self._softplus = self._published_adam if softplus is None else softplus
@@ -283,7 +284,7 @@ class SING(keras.optimizers.Optimizer):
                     "variables: call `optimizer.build(trainable_variables)`."
                 )
             self.build(trainable_variables)
-        if not self.skip_nonfinite:
+        if not self.skip_nonfinite or self._finite_already_checked:
             self.inner_optimizer.apply(grads, trainable_variables)
         elif keras.backend.backend() == "tensorflow" and _tf_replica_context():
             from keras_sing.backend import tensorflow as tf_backend
@@ -320,13 +321,13 @@ class SING(keras.optimizers.Optimizer):
         trainable_variables = [_read(v) for v in trainable_variables]
 
         def apply_step():
-            self.skip_nonfinite = False  # checked here, not again in apply
+            self._finite_already_checked = True  # not again in apply()
             try:
                 return super(SING, self).stateless_apply(
                     optimizer_variables, grads, trainable_variables
                 )
             finally:
-                self.skip_nonfinite = True
+                self._finite_already_checked = False
 
         def skip_step():
             new = list(optimizer_variables)
