@@ -43,6 +43,8 @@ def test_tf_mirrored_strategy_matches_single_device():
     # A SING that standardizes each replica's gradient (before the
     # all-reduce) is caught by the same comparison.
     assert result["per_replica_wrong"] > 1e-3
+    # A NaN on one replica skips the step on all: as if the batch was not there.
+    assert result["mirrored_nan_batch_vs_without"] < 1e-6
     # MirroredStrategy + jit_compile=True fails in TF/XLA itself (also with
     # plain AdamW): docs/distributed.md. If it ever starts working, it must
     # match too.

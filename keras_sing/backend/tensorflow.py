@@ -34,10 +34,13 @@ def distributed_apply_if_finite(sing, grads, trainable_variables):
     from keras_sing.sing import all_finite
 
     def cross_replica(distribution, grads, trainable_variables):
-        finite_per_replica = distribution.extended.call_for_each_replica(
-            lambda g: tf.cast(all_finite(g), tf.float32), args=(grads,)
+        # number of replicas whose gradients are not all finite (ReduceOp
+        # has no MIN, so count them)
+        bad_per_replica = distribution.extended.call_for_each_replica(
+            lambda g: 1.0 - tf.cast(all_finite(g), tf.float32), args=(grads,)
         )
-        finite = distribution.reduce(tf.distribute.ReduceOp.MIN, finite_per_replica, axis=None) > 0
+        bad = distribution.reduce(tf.distribute.ReduceOp.SUM, bad_per_replica, axis=None)
+        finite = tf.equal(bad, 0.0)
 
         def apply_fn():
             distribution.extended.call_for_each_replica(

@@ -49,10 +49,12 @@ def model_and_data():
     return model, x, y
 
 
-def train(strategy=None, cls=keras_sing.SING, jit_compile="auto"):
+def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None):
     scope = strategy.scope() if strategy else tf.init_scope()
     with scope:
         model, x, y = model_and_data()
+        if data is not None:
+            x, y = data
         # (gradient_accumulation_steps under MirroredStrategy fails in Keras
         # itself, with any optimizer: "merge_call called while defining a
         # new graph" from the accumulation cond.)
@@ -70,8 +72,15 @@ def main():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     single = train()
+    _, x, y = model_and_data()
+    x_nan = x.copy()
+    x_nan[2 * BATCH + 1, 0] = np.nan  # one sample of batch 2: one replica's half
+    keep = np.r_[0 : 2 * BATCH, 3 * BATCH : len(x)]
     result = {
         "mirrored": max_rel(train(strategy), single),
+        "mirrored_nan_batch_vs_without": max_rel(
+            train(strategy, data=(x_nan, y)), train(data=(x[keep], y[keep]))
+        ),
         "per_replica_wrong": max_rel(train(strategy, PerReplicaSING), single),
     }
     try:
