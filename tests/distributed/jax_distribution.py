@@ -50,7 +50,11 @@ def initial_weights():
 
 
 def max_rel(a, b):
-    return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y))) for x, y in zip(a, b))
+    """Largest difference relative to each variable's scale (1 for all-zero
+    variables, e.g. freshly initialized biases)."""
+    return max(
+        float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) or 1.0)) for x, y in zip(a, b)
+    )
 
 
 def main():
