@@ -44,13 +44,16 @@ def centralize(gradient, axes):
         return gradient
     ndim = len(gradient.shape)
     axes = tuple(sorted(a % ndim for a in axes))
-    # Shift by each unit's first element first (same result in exact
+    # Shift by each unit's first element g0 (same result in exact
     # arithmetic): a constant unit then centralizes to exactly 0, leaving no
-    # rounding residue for the normalization to blow up to unit norm.
+    # rounding residue for the normalization to blow up to unit norm. Written
+    # as g - (g0 + mean(g - g0)) so that compilers fuse the shift into the
+    # reduction and into the output instead of materializing g - g0.
     first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(ndim))
-    shifted = ops.subtract(gradient, gradient[first])
+    g0 = gradient[first]
     # g <- g - mean(g, axes)
-    return ops.subtract(shifted, ops.mean(shifted, axis=axes, keepdims=True))
+    mean = ops.add(g0, ops.mean(ops.subtract(gradient, g0), axis=axes, keepdims=True))
+    return ops.subtract(gradient, mean)
 
 
 # Below this, float32 squares have gone subnormal (elements < ~1e-15).

@@ -112,10 +112,11 @@ def _standardize_all(sing, index, grads):
     out = []
     for g, a in zip(grads, axes):
         if a and sing.centralize:
-            # shift by each unit's first element, then subtract the mean
+            # g <- g - (g0 + mean(g - g0)), g0 each unit's first element:
+            # transforms.centralize, in native torch (no Keras dispatch)
             first = tuple(slice(0, 1) if d in a else slice(None) for d in range(g.ndim))
-            g = g - g[first]
-            g = g - g.mean(dim=a, keepdim=True)
+            g0 = g[first]
+            g = g - (g0 + (g - g0).mean(dim=a, keepdim=True))
         out.append(g)
     nonempty = [i for i, g in enumerate(out) if g.numel()]
     if not nonempty:
