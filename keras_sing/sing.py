@@ -15,6 +15,9 @@ from keras_sing import transforms
 # fused torch classes Keras swaps in).
 _ADAM_FAMILY = (keras.optimizers.Adam,)
 
+# What a step with a NaN or inf gradient does (`on_nonfinite`).
+_NONFINITE_MODES = ("skip", "raise", "ignore")
+
 # Base-optimizer arguments SING does not take: they belong on the host.
 _HOST_ARGUMENTS = (
     "learning_rate",
@@ -94,12 +97,17 @@ class SING(keras.optimizers.Optimizer):
             of regexes searched in `variable.path`, or a callable `variable
             -> bool`. Typical: LayerNorm scales, `exclude=r"layer_norm"`.
             Defaults to `None`.
-        skip_nonfinite: if any gradient holds a NaN or an infinity, skip the
-            whole step: weights, host state (moments, iteration counter,
-            accumulators) and LookAhead stay as they were, and
-            `skipped_steps` counts it. `False` saves the check (one read of
-            every gradient) and lets non-finite values through, as Keras's
-            own optimizers do. Defaults to `True`.
+        on_nonfinite: what a step whose gradients hold a NaN or an infinity
+            does. `"skip"`: skip it whole (weights, host state: moments,
+            iteration counter, accumulators, and LookAhead stay as they
+            were) and count it in `skipped_steps`. `"raise"`: skip it the
+            same way, then raise (`FloatingPointError` eagerly and on torch,
+            `tf.errors.InvalidArgumentError` in a TF graph, a
+            `JaxRuntimeError` carrying the message under `jax.jit`); TF
+            steps compiled with XLA cannot raise from a tensor, so this
+            needs `jit_compile=False` there. `"ignore"`: no check (saves one
+            read of every gradient), non-finite values go through as with
+            Keras's own optimizers. Defaults to `"skip"`.
         name: the optimizer's name. Defaults to `"sing"`.
 
     Example:
@@ -134,7 +142,7 @@ class SING(keras.optimizers.Optimizer):
         lookahead_alpha=0.5,
         centralize_axes=None,
         exclude=None,
-        skip_nonfinite=True,
+        on_nonfinite="skip",
         name=None,
         **kwargs,
     ):
@@ -169,6 +177,12 @@ class SING(keras.optimizers.Optimizer):
                 f"keras.optimizers.AdamW. Received a {type(host).__name__} "
                 "host; use softplus=None or False with it."
             )
+        if on_nonfinite not in _NONFINITE_MODES:
+            raise ValueError(
+                "Argument `on_nonfinite` must be one of "
+                f"{', '.join(repr(m) for m in _NONFINITE_MODES)}. "
+                f"Received: on_nonfinite={on_nonfinite!r}"
+            )
         _check_rule("centralize_axes", centralize_axes, dict)
         _check_rule("exclude", exclude, (str, list, tuple))
 
@@ -184,7 +198,7 @@ class SING(keras.optimizers.Optimizer):
         self.lookahead_alpha = float(lookahead_alpha)
         self.centralize_axes = centralize_axes
         self.exclude = exclude
-        self.skip_nonfinite = bool(skip_nonfinite)
+        self.on_nonfinite = on_nonfinite
         self._finite_already_checked = False
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
@@ -284,18 +298,36 @@ class SING(keras.optimizers.Optimizer):
                     "variables: call `optimizer.build(trainable_variables)`."
                 )
             self.build(trainable_variables)
-        if not self.skip_nonfinite or self._finite_already_checked:
+        if self.on_nonfinite == "ignore" or self._finite_already_checked:
             self.inner_optimizer.apply(grads, trainable_variables)
         elif keras.backend.backend() == "tensorflow" and _tf_replica_context():
             from keras_sing.backend import tensorflow as tf_backend
 
             tf_backend.distributed_apply_if_finite(self, grads, trainable_variables)
         else:
+            finite = all_finite(grads)
+            step = ops.add(_read(self.iterations), 1)
             backend_lib.cond(
-                all_finite(grads),
+                finite,
                 lambda: self.inner_optimizer.apply(grads, trainable_variables),
                 self._count_skipped_step,
             )
+            self._raise_if_requested(finite, step)
+
+    def _raise_if_requested(self, finite, step):
+        """With `on_nonfinite="raise"`, raises (after the skip) when not
+        `finite`; see `keras_sing.backend.raise_if_false`."""
+        if self.on_nonfinite != "raise":
+            return
+        backend_lib.raise_if_false(
+            finite,
+            step,
+            "SING: a gradient holds NaN or inf at step {step}; the step was "
+            "skipped (weights and optimizer state unchanged) and training "
+            "stops because on_nonfinite='raise'. Look at this batch's inputs "
+            "and loss, or use on_nonfinite='skip' to skip such steps and go "
+            "on.",
+        )
 
     def _count_skipped_step(self):
         self._skipped_steps.assign_add(1)
@@ -313,7 +345,8 @@ class SING(keras.optimizers.Optimizer):
         old one with `where(finite, new, old)`, which XLA fuses into the
         update's own elementwise pass. A `cond` over the whole step would
         copy every buffer it passes through (measured ~1.5x slower)."""
-        if not self.skip_nonfinite:
+        self._check_same_variables(trainable_variables)
+        if self.on_nonfinite == "ignore":
             return super().stateless_apply(
                 optimizer_variables, grads, trainable_variables
             )
@@ -322,6 +355,7 @@ class SING(keras.optimizers.Optimizer):
         optimizer_variables = [_read(v) for v in optimizer_variables]
         trainable_variables = [_read(v) for v in trainable_variables]
         finite = all_finite(grads)
+        step = self._step_from(optimizer_variables)
         self._finite_already_checked = True  # not again in apply()
         try:
             new_trainable, new_optimizer = super().stateless_apply(
@@ -336,7 +370,32 @@ class SING(keras.optimizers.Optimizer):
         new_optimizer[skipped_index] = ops.add(
             skipped, ops.cast(ops.logical_not(finite), skipped.dtype)
         )
+        self._raise_if_requested(finite, step)
         return new_trainable, new_optimizer
+
+    def _check_same_variables(self, trainable_variables):
+        built_with = len(self._trainable_variables) if self.built else None
+        if built_with is not None and len(trainable_variables) != built_with:
+            raise ValueError(
+                f"SING was built for {built_with} trainable variables and "
+                f"received {len(trainable_variables)}: the model's trainable "
+                "variables changed after the optimizer was built (e.g. a "
+                "layer was unfrozen). Like Keras's own optimizers, SING "
+                "serves the variables it was built with: compile again with "
+                "a new optimizer, e.g. model.compile(optimizer=keras_sing."
+                "SING(keras.optimizers.AdamW(...)), ...)."
+            )
+
+    def _step_from(self, optimizer_variables):
+        """The 1-based real step, read from `stateless_apply`'s values (the
+        variables themselves hold no value inside JAX's `fit`)."""
+        host = self.inner_optimizer
+        micro_steps = optimizer_variables[_index_of(self.variables, host._iterations)]
+        if host.gradient_accumulation_steps:
+            micro_steps = ops.floor_divide(
+                micro_steps, host.gradient_accumulation_steps
+            )
+        return ops.add(micro_steps, 1)
 
     # ------------------------------------------------------------------ #
     # The update, per variable.
@@ -534,7 +593,7 @@ class SING(keras.optimizers.Optimizer):
             "lookahead_alpha": self.lookahead_alpha,
             "centralize_axes": _serialize_rule(self.centralize_axes),
             "exclude": _serialize_rule(self.exclude),
-            "skip_nonfinite": self.skip_nonfinite,
+            "on_nonfinite": self.on_nonfinite,
         }
 
     @classmethod
@@ -543,6 +602,9 @@ class SING(keras.optimizers.Optimizer):
         host = keras.optimizers.deserialize(
             config.pop("optimizer"), custom_objects=custom_objects
         )
+        if "skip_nonfinite" in config:  # keras_sing 0.1.0's name for it
+            skip = config.pop("skip_nonfinite")
+            config.setdefault("on_nonfinite", "skip" if skip else "ignore")
         for key in ("centralize_axes", "exclude"):
             config[key] = _deserialize_rule(config.get(key), custom_objects)
         return cls(host, **config)

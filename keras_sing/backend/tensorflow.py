@@ -1,4 +1,4 @@
-"""TensorFlow backend: dense gradients for standardization.
+"""TensorFlow backend: dense gradients, tf.distribute, graph assertions.
 
 `tf.GradientTape` returns `tf.IndexedSlices` for gathered tables
 (`Embedding`). Standardization needs the whole tensor (its norm, and means
@@ -14,6 +14,22 @@ def densify(gradient):
     if isinstance(gradient, tf.IndexedSlices):
         return tf.convert_to_tensor(gradient)
     return gradient
+
+
+def assert_true(condition, step, message):
+    """`tf.debugging.Assert(condition)` in a graph; a clear error when the
+    graph is XLA-compiled, where TF drops assertions without a word."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    if control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()):
+        raise ValueError(
+            "SING(on_nonfinite='raise') cannot raise inside an XLA-compiled "
+            "TensorFlow step (XLA drops assertions). Compile with "
+            "`model.compile(..., jit_compile=False)`, or use "
+            "on_nonfinite='skip' and watch `optimizer.skipped_steps`."
+        )
+    tf.debugging.Assert(condition, [message.format(step="<step>"), "step:", step])
 
 
 def in_replica_context():
@@ -48,6 +64,7 @@ def distributed_apply_if_finite(sing, grads, trainable_variables):
             )
 
         tf.cond(finite, apply_fn, sing._count_skipped_step)
+        sing._raise_if_requested(finite, sing.iterations + 1)
 
     tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(grads, trainable_variables)
