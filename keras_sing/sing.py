@@ -617,6 +617,11 @@ class SING(keras.optimizers.Optimizer):
 
 def all_finite(grads):
     """A scalar boolean: no gradient holds a NaN or an infinity."""
+    if keras.backend.backend() == "torch":
+        from keras_sing.backend import torch as torch_backend
+
+        if torch_backend.FAST_PATH:
+            return torch_backend.all_finite(grads)
     checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
     if not checks:
         return ops.convert_to_tensor(True)

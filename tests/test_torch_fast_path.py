@@ -77,3 +77,33 @@ def test_fast_path_is_used_for_float32():
     finally:
         torch_backend.fused_update_step = original
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        [np.ones((3, 2))],
+        [np.ones((3, 2)), np.array([1.0, np.nan])],
+        [np.array([np.inf]), np.ones(2)],
+        [np.array([[-np.inf, 0.0]])],
+        [np.array([3e38, -3e38]), np.array([1e-45])],  # huge and tiny: finite
+        [np.zeros((0, 3)), np.ones(())],
+        [np.zeros((0, 3))],
+        [np.array([1.0, np.nan], "float16")],
+        [np.array([2.0, 1.0], "float16"), np.array([np.inf], "float64")],
+    ],
+)
+def test_batched_finite_check_matches_generic(case):
+    import torch
+
+    from keras_sing import sing
+    from keras_sing.backend import torch as torch_backend
+
+    grads = [torch.as_tensor(np.asarray(g, getattr(g, "dtype", "float32"))) for g in case]
+    torch_backend.FAST_PATH = False
+    try:
+        generic = bool(sing.all_finite(grads))
+    finally:
+        torch_backend.FAST_PATH = True
+    assert bool(torch_backend.all_finite(grads)) == generic
+    assert generic == all(np.isfinite(g).all() for g in case)

@@ -63,6 +63,18 @@ def select_update_step(sing, host):
     return backend_update_step
 
 
+def all_finite(grads):
+    """`keras_sing.sing.all_finite` batched: one `_foreach` max-norm pass.
+
+    max|g| is NaN or inf exactly when `g` holds a NaN or an infinity (no
+    overflow, unlike the L2 norm); empty tensors are finite."""
+    live = [g for g in grads if g is not None and g.numel()]
+    if not live:
+        return torch.tensor(True)
+    max_abs = torch._foreach_norm(live, ord=math.inf)
+    return torch.isfinite(torch.stack([m.float() for m in max_abs])).all()
+
+
 def _as_tensor(x, like):
     x = x.value if hasattr(x, "value") and not isinstance(x, torch.Tensor) else x
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
