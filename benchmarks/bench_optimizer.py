@@ -169,6 +169,63 @@ def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0):
     return rows
 
 
+def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
+    """JAX only: the same math as one hand-written `jax.jit` function of
+    `jnp` ops (no Keras, no checks, no norm recording), AdamW vs SING(AdamW)
+    without and with LookAhead: what this device charges for the arithmetic
+    itself, to tell it apart from what keras_sing's implementation adds."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    grads = [jnp.asarray(rng.standard_normal(s).astype("float32")) for s in shapes]
+    lr, wd, b1, b2, eps, beta, k, alpha = 1e-3, 1e-2, 0.9, 0.999, 1e-8, 50.0, 5, 0.5
+
+    def adamw(state, t):
+        out = []
+        for (w, m, v, s), g in zip(state, grads):
+            w = w * (1 - lr * wd)
+            m, v = m + (g - m) * (1 - b1), v + (g * g - v) * (1 - b2)
+            step = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+            out.append((w - step * m / (jnp.sqrt(v) + 1e-7), m, v, s))
+        return out
+
+    def sing(lookahead):
+        def step_fn(state, t):
+            out = []
+            for (w, m, v, s), g in zip(state, grads):
+                if g.ndim > 1:
+                    g = g - jnp.mean(g, axis=tuple(range(g.ndim - 1)), keepdims=True)
+                    s = jnp.where(t == 1, w, s) if lookahead else s
+                    w = w * (1 - lr * wd)
+                g = g / (jnp.sqrt(jnp.sum(g * g)) + eps)
+                m, v = m * b1 + g * (1 - b1), v * b2 + g * g * (1 - b2)
+                d = jax.nn.softplus(beta * jnp.sqrt(v / (1 - b2**t))) / beta
+                w = w - lr / (1 - b1**t) * m / d
+                if lookahead:
+                    merged = s + alpha * (w - s)
+                    w, s = jnp.where(t % k == 0, merged, w), jnp.where(t % k == 0, merged, s)
+                out.append((w, m, v, s))
+            return out
+
+        return step_fn
+
+    rows = []
+    for variant, fn in [("jnp_adamw", adamw), ("jnp_sing_no_lookahead", sing(False)), ("jnp_sing", sing(True))]:
+        step = jax.jit(fn, donate_argnums=0)
+        state = {"s": [tuple(jnp.zeros(s) for _ in range(4)) for s in shapes], "t": 0}
+
+        def run():
+            state["t"] += 1
+            state["s"] = step(state["s"], jnp.float32(state["t"]))
+            return state["s"]
+
+        rows.append({"param_set": param_set, "variant": variant, **time_it(run, warmup, reps)})
+    for r in rows:
+        r["ratio_vs_host"] = round(r["median_ms"] / rows[0]["median_ms"], 3)
+    return rows
+
+
 def train_step_bench(model_name, short, warmup, reps, batch_size):
     import keras_hub
 
@@ -248,7 +305,7 @@ def environment(device):
     return info
 
 
-def markdown(env, step_rows, train_rows):
+def markdown(env, step_rows, train_rows, floor_rows=()):
     lines = [f"### {env['backend']} on {env['accelerator']} (keras {env['keras']}, keras_sing {env['keras_sing']})", ""]
     lines += ["| params | host | variant | median ms | IQR ms | state B/param | SING/host | target |", "|---|---|---|---|---|---|---|---|"]
     for r in step_rows:
@@ -262,6 +319,11 @@ def markdown(env, step_rows, train_rows):
         lines += ["", "| model | params | variant | train step median ms | overhead |", "|---|---|---|---|---|"]
         for r in train_rows:
             lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['variant']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
+    if floor_rows:
+        lines += ["", "Floor: the same math as one hand-written jax.jit function (no Keras):", "",
+                  "| params | variant | median ms | IQR ms | / jnp_adamw |", "|---|---|---|---|---|"]
+        for r in floor_rows:
+            lines.append(f"| {r['param_set']} | {r['variant']} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['ratio_vs_host']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -283,19 +345,21 @@ def main(argv=None):
     warmup = 2 if args.short else 5
     env = environment(args.device or "default")
     print(json.dumps(env))
-    step_rows = []
+    step_rows, floor_rows = [], []
     for param_set in [p for p in args.param_sets.split(",") if p]:
         shapes = parameter_shapes(param_set, args.short)
         step_rows += optimizer_step_bench(param_set, shapes, args.hosts.split(","), warmup, reps)
         print(markdown(env, [r for r in step_rows if r["param_set"] == param_set], []), flush=True)
+        if BACKEND == "jax":
+            floor_rows += jnp_floor_bench(param_set, shapes, warmup, reps)
     train_rows = []
     for model_name in [m for m in args.train_models.split(",") if m]:
         train_rows += train_step_bench(model_name, args.short, warmup, reps, 8 if args.short else 64)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{BACKEND}_{'short' if args.short else 'full'}"
-    (out / f"{stem}.json").write_text(json.dumps({"environment": env, "optimizer_step": step_rows, "train_step": train_rows}, indent=1))
-    table = markdown(env, step_rows, train_rows)
+    (out / f"{stem}.json").write_text(json.dumps({"environment": env, "optimizer_step": step_rows, "train_step": train_rows, "jnp_floor": floor_rows}, indent=1))
+    table = markdown(env, step_rows, train_rows, floor_rows)
     (out / f"{stem}.md").write_text(table)
     print(table)
     print(f"wrote {out / stem}.json and .md")

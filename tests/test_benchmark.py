@@ -24,4 +24,8 @@ def test_benchmark_short_mode(tmp_path):
         extra = r["state_bytes_per_param"] - host["state_bytes_per_param"]
         assert extra < (4.5 if r["variant"] == "sing" else 0.5)
     assert [r["variant"] for r in payload["train_step"]] == ["host", "sing"]
+    floor = payload["jnp_floor"]  # the hand-written jnp reference: JAX only
+    expected = ["jnp_adamw", "jnp_sing_no_lookahead", "jnp_sing"] if payload["environment"]["backend"] == "jax" else []
+    assert [r["variant"] for r in floor] == expected
+    assert all(r["median_ms"] > 0 for r in floor)
     assert "SING/host" in (tmp_path / result.name.replace(".json", ".md")).read_text()

@@ -49,7 +49,9 @@ def model_and_data():
     return model, x, y
 
 
-def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None):
+def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None, errors=None, **kwargs):
+    """The weights after one epoch. With `errors` (a list), an exception
+    from `fit` is appended to it and the weights are read after it."""
     scope = strategy.scope() if strategy else tf.init_scope()
     with scope:
         model, x, y = model_and_data()
@@ -59,8 +61,14 @@ def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None):
         # itself, with any optimizer: "merge_call called while defining a
         # new graph" from the accumulation cond.)
         host = keras.optimizers.AdamW(5e-2, weight_decay=1e-2)
-        model.compile(optimizer=cls(host, lookahead_steps=3), loss="mse", jit_compile=jit_compile)
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        optimizer = cls(host, lookahead_steps=3, **kwargs)
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    try:
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    except Exception as error:
+        if errors is None:
+            raise
+        errors.append(error)
     return [np.asarray(w.numpy()) for w in model.weights]
 
 
@@ -83,6 +91,18 @@ def main():
         ),
         "per_replica_wrong": max_rel(train(strategy, PerReplicaSING), single),
     }
+    # on_nonfinite="raise": the same NaN stops `fit` with SING's message
+    # (tf.debugging.Assert, taken in cross-replica context after the skip),
+    # and the weights are those after the batches before it.
+    errors = []
+    after_error = train(strategy, data=(x_nan, y), errors=errors, on_nonfinite="raise")
+    result["mirrored_raise_message"] = any(
+        "SING: a gradient holds NaN or inf" in str(e) for e in errors
+    )
+    result["mirrored_raise_error"] = [f"{type(e).__name__}: {str(e)[-300:]}" for e in errors]
+    result["mirrored_raise_weights_vs_before"] = max_rel(
+        after_error, train(data=(x[: 2 * BATCH], y[: 2 * BATCH]))
+    )
     try:
         result["mirrored_jit"] = max_rel(train(strategy, jit_compile=True), single)
     except Exception as error:  # documented upstream limitation
