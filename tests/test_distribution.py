@@ -46,6 +46,11 @@ def test_tf_mirrored_strategy_matches_single_device():
     assert result["per_replica_wrong"] > 1e-3
     # A NaN on one replica skips the step on all: as if the batch was not there.
     assert result["mirrored_nan_batch_vs_without"] < 1e-6
+    # on_nonfinite="raise": the same NaN stops `fit` with SING's message, and
+    # the step was skipped on both replicas first: the weights are those
+    # after the batches before it.
+    assert result["mirrored_raise_message"], result["mirrored_raise_error"]
+    assert result["mirrored_raise_weights_vs_before"] < 1e-6
     # MirroredStrategy + jit_compile=True fails in TF/XLA itself (also with
     # plain AdamW): docs/distributed.md. If it ever starts working, it must
     # match too.

@@ -99,7 +99,7 @@ def main():
     result["mirrored_raise_message"] = any(
         "SING: a gradient holds NaN or inf" in str(e) for e in errors
     )
-    result["mirrored_raise_error"] = [f"{type(e).__name__}: {str(e)[-300:]}" for e in errors]
+    result["mirrored_raise_error"] = "; ".join(f"{type(e).__name__}: {str(e)[-300:]}" for e in errors)
     result["mirrored_raise_weights_vs_before"] = max_rel(
         after_error, train(data=(x[: 2 * BATCH], y[: 2 * BATCH]))
     )
