@@ -200,6 +200,7 @@ class SING(keras.optimizers.Optimizer):
         self.exclude = exclude
         self.on_nonfinite = on_nonfinite
         self._finite_already_checked = False
+        self._norms_seen = None
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
         self._softplus = self._published_adam if softplus is None else softplus
@@ -354,15 +355,20 @@ class SING(keras.optimizers.Optimizer):
         # LossScaleOptimizer passes variables, read in its StatelessScope.
         optimizer_variables = [_read(v) for v in optimizer_variables]
         trainable_variables = [_read(v) for v in trainable_variables]
-        finite = all_finite(grads)
         step = self._step_from(optimizer_variables)
+        reuse_norms = self._norms_tell_finiteness()
+        finite = None if reuse_norms else all_finite(grads)
         self._finite_already_checked = True  # not again in apply()
+        self._norms_seen = [] if reuse_norms else None
         try:
             new_trainable, new_optimizer = super().stateless_apply(
                 optimizer_variables, grads, trainable_variables
             )
+            if reuse_norms:
+                finite = all_finite(self._norms_seen)
         finally:
             self._finite_already_checked = False
+            self._norms_seen = None
         new_trainable = _select(finite, new_trainable, trainable_variables)
         new_optimizer = _select(finite, new_optimizer, optimizer_variables)
         # skipped_steps <- skipped_steps + (not finite)
@@ -372,6 +378,18 @@ class SING(keras.optimizers.Optimizer):
         )
         self._raise_if_requested(finite, step)
         return new_trainable, new_optimizer
+
+    def _norms_tell_finiteness(self):
+        """Whether the step's own gradient norms can stand in for the finite
+        check (saving a read of every gradient): each is NaN or inf exactly
+        when its gradient (as the update sees it) holds a NaN or an inf, see
+        `transforms.l2_norm`. Not with gradient accumulation (the update runs
+        in a `cond` branch, whose values cannot leave it) nor with
+        `overwrite_with_gradient` variables (which skip the update)."""
+        return not self.inner_optimizer.gradient_accumulation_steps and not any(
+            getattr(v, "overwrite_with_gradient", False)
+            for v in self._trainable_variables
+        )
 
     def _check_same_variables(self, trainable_variables):
         built_with = len(self._trainable_variables) if self.built else None
@@ -447,6 +465,8 @@ class SING(keras.optimizers.Optimizer):
         return step, ops.equal(ops.mod(micro_step, accumulation), 0)
 
     def _record_gradient_norm(self, index, norm, is_update):
+        if getattr(self, "_norms_seen", None) is not None:
+            self._norms_seen.append(norm)  # stateless_apply's finite check
         slot = self._gradient_norms[index]
         norm = ops.cast(norm, "float32")
         if is_update is not True:

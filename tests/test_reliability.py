@@ -129,6 +129,52 @@ def test_on_nonfinite_raise_under_jax_jit_keeps_undonated_state():
     assert np.all(np.isfinite(to_numpy(weights[0])))
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit of stateless_apply is JAX's")
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # finiteness read from the step's own gradient norms
+        {"exclude": "bias"},  # the bad gradient is an excluded variable's
+        {"centralize": False, "normalize": False},
+        {"accumulate": True},  # accumulation: a separate check of the gradients
+        {"huge": True},  # finite 1e30 gradients are not mistaken for inf
+    ],
+    ids=["norms", "excluded", "no_standardization", "accumulation", "huge_finite"],
+)
+def test_jitted_step_skips_nonfinite_whatever_the_path(bad, config):
+    import jax
+
+    config = dict(config)
+    accumulate, huge = config.pop("accumulate", False), config.pop("huge", False)
+    scale = 1e30 if huge else 1.0
+    kernel = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
+    bias = keras.Variable(np.ones((3,), "float32"), name="bias")
+    host = keras.optimizers.AdamW(1e-2, gradient_accumulation_steps=2 if accumulate else None)
+    opt = keras_sing.SING(host, **config)
+    opt.build([kernel, bias])
+    step = jax.jit(opt.stateless_apply)
+    state, weights = [v.value for v in opt.variables], [kernel.value, bias.value]
+    good = [tensor(np.random.standard_normal((4, 3)) * scale), tensor(np.random.standard_normal(3) * scale)]
+    weights, state = step(state, good, weights)
+    bad_bias = np.random.standard_normal(3) * scale
+    bad_bias[1] = bad
+    new_weights, new_state = step(state, [good[0], tensor(bad_bias)], weights)
+    skipped = _index_of(opt.variables, opt._skipped_steps)
+    unchanged = [i for i in range(len(state)) if i != skipped]
+    for a, b in zip(new_weights + [new_state[i] for i in unchanged], weights + [state[i] for i in unchanged]):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert int(to_numpy(new_state[skipped])) == int(to_numpy(state[skipped])) + 1
+    if huge:  # and a finite step with them still applies
+        moved, _ = step(state, good, weights)
+        assert np.all(np.isfinite(to_numpy(moved[0])))
+        assert not np.array_equal(to_numpy(moved[0]), to_numpy(weights[0]))
+
+
+def _index_of(variables, variable):
+    return next(i for i, v in enumerate(variables) if v is variable)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA drops assertions in TensorFlow steps only")
 def test_on_nonfinite_raise_under_tf_xla_names_the_fix():
     model = nan_batch_model()
