@@ -91,6 +91,7 @@ def test_fast_path_is_used_for_float32():
         [np.zeros((0, 3))],
         [np.array([1.0, np.nan], "float16")],
         [np.array([2.0, 1.0], "float16"), np.array([np.inf], "float64")],
+        "numpy",  # users may pass NumPy gradients to apply()
     ],
 )
 def test_batched_finite_check_matches_generic(case):
@@ -99,7 +100,10 @@ def test_batched_finite_check_matches_generic(case):
     from keras_sing import sing
     from keras_sing.backend import torch as torch_backend
 
-    grads = [torch.as_tensor(np.asarray(g, getattr(g, "dtype", "float32"))) for g in case]
+    if case == "numpy":
+        grads = case = [np.ones((2, 2), "float32"), np.array([np.nan], "float32")]
+    else:
+        grads = [torch.as_tensor(np.asarray(g, getattr(g, "dtype", "float32"))) for g in case]
     torch_backend.FAST_PATH = False
     try:
         generic = bool(sing.all_finite(grads))

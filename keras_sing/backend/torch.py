@@ -22,6 +22,7 @@ import functools
 import math
 
 import torch
+from keras.ops import convert_to_tensor
 from keras.src.backend.torch.optimizers.torch_parallel_optimizer import (
     TorchParallelOptimizer,
 )
@@ -68,6 +69,7 @@ def all_finite(grads):
 
     max|g| is NaN or inf exactly when `g` holds a NaN or an infinity (no
     overflow, unlike the L2 norm); empty tensors are finite."""
+    grads = [None if g is None else convert_to_tensor(g) for g in grads]
     live = [g for g in grads if g is not None and g.numel()]
     if not live:
         return torch.tensor(True)
