@@ -307,22 +307,26 @@ class SING(keras.optimizers.Optimizer):
             tf_backend.distributed_apply_if_finite(self, grads, trainable_variables)
         else:
             finite = all_finite(grads)
-            step = ops.add(_read(self.iterations), 1)
             backend_lib.cond(
                 finite,
                 lambda: self.inner_optimizer.apply(grads, trainable_variables),
                 self._count_skipped_step,
             )
-            self._raise_if_requested(finite, step)
+            # read after the skip: a skipped step left the counter as it was
+            self._raise_if_requested(
+                finite, lambda: ops.add(_read(self.iterations), 1)
+            )
 
-    def _raise_if_requested(self, finite, step):
+    def _raise_if_requested(self, finite, step_fn):
         """With `on_nonfinite="raise"`, raises (after the skip) when not
-        `finite`; see `keras_sing.backend.raise_if_false`."""
+        `finite`; see `keras_sing.backend.raise_if_false`. `step_fn()` gives
+        the bad step's number, for the message; it is called in this mode
+        only, so the other modes add nothing to the step."""
         if self.on_nonfinite != "raise":
             return
         backend_lib.raise_if_false(
             finite,
-            step,
+            step_fn(),
             "SING: a gradient holds NaN or inf at step {step}; the step was "
             "skipped (weights and optimizer state unchanged) and training "
             "stops because on_nonfinite='raise'. Look at this batch's inputs "
@@ -355,7 +359,6 @@ class SING(keras.optimizers.Optimizer):
         # LossScaleOptimizer passes variables, read in its StatelessScope.
         optimizer_variables = [_read(v) for v in optimizer_variables]
         trainable_variables = [_read(v) for v in trainable_variables]
-        step = self._step_from(optimizer_variables)
         reuse_norms = self._norms_tell_finiteness()
         finite = None if reuse_norms else all_finite(grads)
         self._finite_already_checked = True  # not again in apply()
@@ -376,7 +379,9 @@ class SING(keras.optimizers.Optimizer):
         new_optimizer[skipped_index] = ops.add(
             skipped, ops.cast(ops.logical_not(finite), skipped.dtype)
         )
-        self._raise_if_requested(finite, step)
+        self._raise_if_requested(
+            finite, lambda: self._step_from(optimizer_variables)
+        )
         return new_trainable, new_optimizer
 
     def _norms_tell_finiteness(self):
@@ -465,7 +470,7 @@ class SING(keras.optimizers.Optimizer):
         return step, ops.equal(ops.mod(micro_step, accumulation), 0)
 
     def _record_gradient_norm(self, index, norm, is_update):
-        if getattr(self, "_norms_seen", None) is not None:
+        if self._norms_seen is not None:
             self._norms_seen.append(norm)  # stateless_apply's finite check
         slot = self._gradient_norms[index]
         norm = ops.cast(norm, "float32")

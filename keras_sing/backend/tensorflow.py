@@ -64,7 +64,7 @@ def distributed_apply_if_finite(sing, grads, trainable_variables):
             )
 
         tf.cond(finite, apply_fn, sing._count_skipped_step)
-        sing._raise_if_requested(finite, sing.iterations + 1)
+        sing._raise_if_requested(finite, lambda: sing.iterations + 1)
 
     tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(grads, trainable_variables)
