@@ -103,11 +103,17 @@ def step_function(opt, variables, grads):
     if BACKEND == "jax":
         import jax
 
-        step = jax.jit(opt.stateless_apply, donate_argnums=(0, 2))
+        # Inputs in the outputs' order, as in Keras's JAX trainer: jax.jit
+        # pairs donated inputs with outputs by shape, in order, and a pair
+        # that is not the same variable costs XLA a copy of both buffers.
+        def apply(train, opt_vars, g):
+            return opt.stateless_apply(opt_vars, g, train)
+
+        step = jax.jit(apply, donate_argnums=(0, 1))
         state = {"opt": [v.value for v in opt.variables], "train": [v.value for v in variables]}
 
         def run():
-            state["train"], state["opt"] = step(state["opt"], grads, state["train"])
+            state["train"], state["opt"] = step(state["train"], state["opt"], grads)
             return state["train"]
 
         return run
@@ -139,7 +145,9 @@ def time_it(fn, warmup, reps):
         sync(fn())
         times.append(time.perf_counter() - t0)
     q = np.percentile(times, [25, 50, 75])
-    return {"median_ms": 1e3 * q[1], "iqr_ms": 1e3 * (q[2] - q[0])}
+    # The mean is the cost per step amortized over LookAhead's k-step cycle
+    # (its sync runs once in k steps, which the median does not see).
+    return {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(times)), "iqr_ms": 1e3 * (q[2] - q[0])}
 
 
 def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0):
@@ -159,12 +167,13 @@ def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0):
             state_bytes = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in opt.variables)
             results[variant]["state_bytes_per_param"] = state_bytes / n_params
             del fn, variables, opt
-        base = results["host"]["median_ms"]
+        base = results["host"]
         for variant, r in results.items():
             rows.append({
                 "param_set": param_set, "params": n_params, "tensors": len(shapes), "host": host,
                 "variant": variant, **{k: round(v, 4) for k, v in r.items()},
-                "ratio_vs_host": round(r["median_ms"] / base, 3),
+                "ratio_vs_host": round(r["median_ms"] / base["median_ms"], 3),
+                "mean_ratio_vs_host": round(r["mean_ms"] / base["mean_ms"], 3),
             })
     return rows
 
@@ -194,17 +203,17 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
         def step_fn(state, t):
             out = []
             for (w, m, v, s), g in zip(state, grads):
+                if lookahead:
+                    s = jnp.where(t == 1, w, s)
                 if g.ndim > 1:
                     g = g - jnp.mean(g, axis=tuple(range(g.ndim - 1)), keepdims=True)
-                    s = jnp.where(t == 1, w, s) if lookahead else s
                     w = w * (1 - lr * wd)
                 g = g / (jnp.sqrt(jnp.sum(g * g)) + eps)
                 m, v = m * b1 + g * (1 - b1), v * b2 + g * g * (1 - b2)
                 d = jax.nn.softplus(beta * jnp.sqrt(v / (1 - b2**t))) / beta
                 w = w - lr / (1 - b1**t) * m / d
-                if lookahead:
-                    merged = s + alpha * (w - s)
-                    w, s = jnp.where(t % k == 0, merged, w), jnp.where(t % k == 0, merged, s)
+                if lookahead:  # a cond: per-element masks are ~2x slower on CPU
+                    w, s = jax.lax.cond(t % k == 0, lambda w, s: (s + alpha * (w - s),) * 2, lambda w, s: (w, s), w, s)
                 out.append((w, m, v, s))
             return out
 
@@ -223,6 +232,7 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
         rows.append({"param_set": param_set, "variant": variant, **time_it(run, warmup, reps)})
     for r in rows:
         r["ratio_vs_host"] = round(r["median_ms"] / rows[0]["median_ms"], 3)
+        r["mean_ratio_vs_host"] = round(r["mean_ms"] / rows[0]["mean_ms"], 3)
     return rows
 
 
@@ -307,23 +317,27 @@ def environment(device):
 
 def markdown(env, step_rows, train_rows, floor_rows=()):
     lines = [f"### {env['backend']} on {env['accelerator']} (keras {env['keras']}, keras_sing {env['keras_sing']})", ""]
-    lines += ["| params | host | variant | median ms | IQR ms | state B/param | SING/host | target |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| params | host | variant | median ms | IQR ms | mean ms | state B/param | SING/host (median) | SING/host (mean) | target (on the mean) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in step_rows:
         target = ""
         if r["host"] == "adamw" and r["variant"] != "host":
             t = TARGETS[(env["backend"], r["variant"] == "sing")]
-            target = f"<= {t}: {'met' if r['ratio_vs_host'] <= t else 'MISSED by ' + format(r['ratio_vs_host'] / t - 1, '.0%')}"
+            ratio = r["mean_ratio_vs_host"]
+            target = f"<= {t}: {'met' if ratio <= t else 'MISSED by ' + format(ratio / t - 1, '.0%')}"
         lines.append(f"| {r['param_set']} ({r['params'] / 1e6:.2f}M, {r['tensors']} tensors) | {r['host']} | {r['variant']} | "
-                     f"{r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['state_bytes_per_param']:.1f} | {r['ratio_vs_host']:.2f} | {target} |")
+                     f"{r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['mean_ms']:.3f} | {r['state_bytes_per_param']:.1f} | "
+                     f"{r['ratio_vs_host']:.2f} | {r['mean_ratio_vs_host']:.2f} | {target} |")
     if train_rows:
         lines += ["", "| model | params | variant | train step median ms | overhead |", "|---|---|---|---|---|"]
         for r in train_rows:
             lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['variant']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
     if floor_rows:
         lines += ["", "Floor: the same math as one hand-written jax.jit function (no Keras):", "",
-                  "| params | variant | median ms | IQR ms | / jnp_adamw |", "|---|---|---|---|---|"]
+                  "| params | variant | median ms | IQR ms | mean ms | / jnp_adamw (median) | / jnp_adamw (mean) |", "|---|---|---|---|---|---|---|"]
         for r in floor_rows:
-            lines.append(f"| {r['param_set']} | {r['variant']} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['ratio_vs_host']:.2f} |")
+            lines.append(f"| {r['param_set']} | {r['variant']} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['mean_ms']:.3f} | "
+                         f"{r['ratio_vs_host']:.2f} | {r['mean_ratio_vs_host']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -200,7 +200,10 @@ class SING(keras.optimizers.Optimizer):
         self.exclude = exclude
         self.on_nonfinite = on_nonfinite
         self._finite_already_checked = False
-        self._norms_seen = None
+        self._standardized = {}
+        self._lookahead_deferred = False
+        self._step_finite = None
+        self._selected_in_step = set()
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
         self._softplus = self._published_adam if softplus is None else softplus
@@ -346,54 +349,194 @@ class SING(keras.optimizers.Optimizer):
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """JAX: the step as a pure function, skipped when not finite.
 
-        The step is computed, then each new value is selected against the
-        old one with `where(finite, new, old)`, which XLA fuses into the
-        update's own elementwise pass. A `cond` over the whole step would
-        copy every buffer it passes through (measured ~1.5x slower)."""
+        Finiteness is decided first, from the gradients' norms (computed
+        ahead and reused by the update) or, with accumulation, clipping or
+        a loss-scale factor, from the gradients. Each new value is then
+        selected against the old one with `where(finite, new, old)`, which
+        XLA fuses into the update's own elementwise pass: in the Adam step
+        where each slot is computed (`_if_finite`), for other hosts after
+        their step. A `cond` over the whole step would copy every buffer it
+        passes through (measured ~1.5x slower). LookAhead's seed and sync
+        follow, each under one `cond` for all variables
+        (`_lookahead_after_step`)."""
         self._check_same_variables(trainable_variables)
-        if self.on_nonfinite == "ignore":
-            return super().stateless_apply(
-                optimizer_variables, grads, trainable_variables
-            )
-        skipped_index = _index_of(self.variables, self._skipped_steps)
         # LossScaleOptimizer passes variables, read in its StatelessScope.
         optimizer_variables = [_read(v) for v in optimizer_variables]
         trainable_variables = [_read(v) for v in trainable_variables]
-        reuse_norms = self._norms_tell_finiteness()
-        finite = None if reuse_norms else all_finite(grads)
+        check = self.on_nonfinite != "ignore"
+        # Finiteness is known before the update, so that each slot is
+        # selected where it is computed (`_if_finite`).
+        self._standardized = {}
+        if check and self._norms_tell_finiteness():
+            finite = self._standardize_ahead(grads)
+        else:
+            finite = all_finite(grads) if check else None
+        self._step_finite = finite
         self._finite_already_checked = True  # not again in apply()
-        self._norms_seen = [] if reuse_norms else None
+        self._lookahead_deferred = self._can_defer_lookahead()
         try:
             new_trainable, new_optimizer = super().stateless_apply(
                 optimizer_variables, grads, trainable_variables
             )
-            if reuse_norms:
-                finite = all_finite(self._norms_seen)
         finally:
             self._finite_already_checked = False
-            self._norms_seen = None
-        new_trainable = _select(finite, new_trainable, trainable_variables)
-        new_optimizer = _select(finite, new_optimizer, optimizer_variables)
-        # skipped_steps <- skipped_steps + (not finite)
-        skipped = optimizer_variables[skipped_index]
-        new_optimizer[skipped_index] = ops.add(
-            skipped, ops.cast(ops.logical_not(finite), skipped.dtype)
-        )
-        self._raise_if_requested(
-            finite, lambda: self._step_from(optimizer_variables)
-        )
+            self._standardized = {}
+            self._step_finite = None
+            selected, self._selected_in_step = self._selected_in_step, set()
+            deferred, self._lookahead_deferred = self._lookahead_deferred, False
+        if check:
+            new_trainable = self._select_unselected(
+                finite,
+                new_trainable,
+                trainable_variables,
+                self._trainable_variables,
+                selected,
+            )
+            new_optimizer = self._select_unselected(
+                finite, new_optimizer, optimizer_variables, self.variables, selected
+            )
+            # skipped_steps <- skipped_steps + (not finite)
+            skipped_index = _index_of(self.variables, self._skipped_steps)
+            skipped = optimizer_variables[skipped_index]
+            new_optimizer[skipped_index] = ops.add(
+                skipped, ops.cast(ops.logical_not(finite), skipped.dtype)
+            )
+        if deferred:
+            self._lookahead_after_step(
+                finite,
+                (trainable_variables, optimizer_variables),
+                (new_trainable, new_optimizer),
+            )
+        if check:
+            self._raise_if_requested(
+                finite, lambda: self._step_from(optimizer_variables)
+            )
         return new_trainable, new_optimizer
 
+    @staticmethod
+    def _select_unselected(finite, new_values, old_values, variables, selected):
+        """`where(finite, new, old)` for the values of the variables the
+        step did not already select (`selected`, see `_if_finite`)."""
+        return [
+            n if id(v) in selected else ops.where(finite, n, o)
+            for n, o, v in zip(new_values, old_values, variables)
+        ]
+
+    def _can_defer_lookahead(self):
+        """Whether `stateless_apply` does LookAhead after the host's step
+        rather than inside each variable's update: not with the host's EMA,
+        which averages the weights inside the step, after (5)."""
+        return self.lookahead and not self.inner_optimizer.use_ema
+
+    def _lookahead_after_step(self, finite, old, new):
+        """JAX: (0) and (5) for all variables, on `stateless_apply`'s values.
+
+        `old` and `new` are `(trainable values, optimizer values)` before and
+        after the step; `new`'s lists are updated in place. Each of the seed
+        `S <- W_old` (at t = 1) and the sync (every k-th step) is one `cond`
+        over all variables, so the other steps neither read nor write `S`,
+        and `W` is computed once: with per-element masks instead, XLA
+        recomputes the whole Adam step for each of its two outputs (`W`,
+        `S`), measured 2x slower on ViT-Ti/16's parameter set on CPU."""
+        (old_trainable, old_optimizer), (new_trainable, new_optimizer) = old, new
+        host = self.inner_optimizer
+        step = self._step_from(old_optimizer)
+        taken = ops.convert_to_tensor(True)
+        if host.gradient_accumulation_steps:
+            micro_step = old_optimizer[_index_of(self.variables, host._iterations)]
+            taken = ops.equal(
+                ops.mod(ops.add(micro_step, 1), host.gradient_accumulation_steps),
+                0,
+            )
+        if finite is not None:
+            taken = ops.logical_and(taken, finite)
+        pairs = [
+            (i, _index_of(self.variables, s))
+            for i, s in enumerate(self._slow_weights)
+            if s is not None
+        ]
+        if not pairs:
+            return
+        slow = [old_optimizer[j] for _, j in pairs]
+        fast_before = [old_trainable[i] for i, _ in pairs]
+        fast = [new_trainable[i] for i, _ in pairs]
+        # (0) S <- W just before the first real update
+        first = ops.logical_and(taken, ops.equal(step, 1))
+        slow = backend_lib.cond(
+            first,
+            lambda: [ops.cast(w, s.dtype) for w, s in zip(fast_before, slow)],
+            lambda: list(slow),
+        )
+        # (5) every k-th real step: W <- S + alpha (W - S);  S <- W
+        sync = ops.logical_and(
+            taken, ops.equal(ops.mod(step, self.lookahead_steps), 0)
+        )
+        fast, slow = backend_lib.cond(
+            sync,
+            lambda: self._lookahead_merge_all(fast, slow),
+            lambda: (list(fast), list(slow)),
+        )
+        for (i, j), w, s in zip(pairs, fast, slow):
+            new_trainable[i], new_optimizer[j] = w, s
+
+    def _lookahead_merge_all(self, fast, slow):
+        """(5) for lists of values: `(merged W, merged S)`."""
+        merged = [
+            transforms.lookahead_merge(w, ops.cast(s, w.dtype), self.lookahead_alpha)
+            for w, s in zip(fast, slow)
+        ]
+        return merged, [ops.cast(m, s.dtype) for m, s in zip(merged, slow)]
+
     def _norms_tell_finiteness(self):
-        """Whether the step's own gradient norms can stand in for the finite
+        """Whether the gradients' own norms can stand in for the finite
         check (saving a read of every gradient): each is NaN or inf exactly
-        when its gradient (as the update sees it) holds a NaN or an inf, see
-        `transforms.l2_norm`. Not with gradient accumulation (the update runs
-        in a `cond` branch, whose values cannot leave it) nor with
-        `overwrite_with_gradient` variables (which skip the update)."""
-        return not self.inner_optimizer.gradient_accumulation_steps and not any(
-            getattr(v, "overwrite_with_gradient", False)
-            for v in self._trainable_variables
+        when its gradient holds a NaN or an inf, see `transforms.l2_norm`.
+        Only where the host hands `update_step` the gradients it was given:
+        not with gradient accumulation, clipping or a loss-scale factor, nor
+        with `overwrite_with_gradient` variables (which skip the update)."""
+        host = self.inner_optimizer
+        return not (
+            host.gradient_accumulation_steps
+            or host.clipnorm
+            or host.clipvalue
+            or host.global_clipnorm
+            or host.loss_scale_factor
+            or any(
+                getattr(v, "overwrite_with_gradient", False)
+                for v in self._trainable_variables
+            )
+        )
+
+    def _standardize_ahead(self, grads):
+        """JAX: (1)-(2) for every gradient before the host's update, kept in
+        `_standardized` for `_update_step` (which gets these same gradient
+        objects), and whether all their norms are finite."""
+        norms = []
+        for index, gradient in enumerate(grads):
+            if gradient is None:
+                continue
+            standardized = self._standardize(index, gradient)
+            self._standardized[index] = (gradient, standardized)
+            norms.append(standardized[1])
+        return all_finite(norms)
+
+    def _standardize(self, index, gradient):
+        """(1)-(2) for variable `index`: `(standardized gradient, ||g||)`,
+        the raw gradient and its norm for `exclude`d variables."""
+        axes = self._standardization_axes[index]
+        if keras.backend.backend() == "tensorflow":
+            from keras_sing.backend import tensorflow as tf_backend
+
+            gradient = tf_backend.densify(gradient)
+        if axes is False:
+            dtype = transforms.compute_dtype(gradient.dtype)
+            return gradient, transforms.l2_norm(ops.cast(gradient, dtype))
+        return transforms.standardize_with_norm(
+            gradient,
+            axes,
+            self.epsilon,
+            centralize_=self.centralize,
+            normalize_=self.normalize,
         )
 
     def _check_same_variables(self, trainable_variables):
@@ -429,32 +572,26 @@ class SING(keras.optimizers.Optimizer):
         host = self.inner_optimizer
         index = host._get_variable_index(variable)
         step, is_update = self._real_step()
-        if self.lookahead:
+        weight_before = _read(variable)  # for a skipped step (_if_finite)
+        # JAX's stateless_apply may do LookAhead after the whole step
+        lookahead = self.lookahead and not self._lookahead_deferred
+        if lookahead:
             slow = self._seeded_slow_weight(index, variable, step, is_update)
         if host.weight_decay and len(variable.shape) > 1:
             self._decay_weight(variable, learning_rate)
-        axes = self._standardization_axes[index]
-        if keras.backend.backend() == "tensorflow":
-            from keras_sing.backend import tensorflow as tf_backend
-
-            gradient = tf_backend.densify(gradient)
-        if axes is False:
-            dtype = transforms.compute_dtype(gradient.dtype)
-            norm = transforms.l2_norm(ops.cast(gradient, dtype))
+        ahead = self._standardized.get(index)
+        if ahead is not None and ahead[0] is gradient:
+            gradient, norm = ahead[1]
         else:
-            gradient, norm = transforms.standardize_with_norm(
-                gradient,
-                axes,
-                self.epsilon,
-                centralize_=self.centralize,
-                normalize_=self.normalize,
-            )
+            gradient, norm = self._standardize(index, gradient)
         self._record_gradient_norm(index, norm, is_update)
         if self._published_adam:
-            self._published_adam_step(gradient, variable, learning_rate, index)
+            self._published_adam_step(
+                gradient, variable, learning_rate, index, weight_before
+            )
         else:
             self._host_update_step(gradient, variable, learning_rate)
-        if self.lookahead:
+        if lookahead:
             self._lookahead_sync(index, variable, slow, step, is_update)
 
     def _real_step(self):
@@ -470,8 +607,6 @@ class SING(keras.optimizers.Optimizer):
         return step, ops.equal(ops.mod(micro_step, accumulation), 0)
 
     def _record_gradient_norm(self, index, norm, is_update):
-        if self._norms_seen is not None:
-            self._norms_seen.append(norm)  # stateless_apply's finite check
         slot = self._gradient_norms[index]
         norm = ops.cast(norm, "float32")
         if is_update is not True:
@@ -499,10 +634,16 @@ class SING(keras.optimizers.Optimizer):
         """`S`, or `W` just before the first real update (`S <- W` then).
 
         Returned as a value, not assigned: `_lookahead_sync` writes `S` once
-        per step, so the compiled step reads and writes it in one pass."""
+        per step. A `cond`, so that compiled steps copy `W` only at t = 1."""
         slow = _read(self._slow_weights[index])
         first = ops.logical_and(ops.equal(step, 1), is_update)
-        return ops.where(first, ops.cast(_read(variable), slow.dtype), slow)
+        # a copy: on torch, a variable's value is its storage, which the
+        # update then changes in place
+        return backend_lib.cond(
+            first,
+            lambda: ops.copy(ops.cast(_read(variable), slow.dtype)),
+            lambda: slow,
+        )
 
     def _decay_weight(self, variable, learning_rate):
         # W <- W * (1 - lr * weight_decay)     (decoupled, ndim > 1 only)
@@ -514,7 +655,9 @@ class SING(keras.optimizers.Optimizer):
         wd = ops.cast(host.weight_decay, w.dtype)
         host.assign(variable, ops.subtract(w, w * wd * lr))
 
-    def _published_adam_step(self, gradient, variable, learning_rate, index):
+    def _published_adam_step(
+        self, gradient, variable, learning_rate, index, weight_before
+    ):
         """Step (4): Adam as published with SING, on the host's slots.
 
         It differs from Keras's `Adam.update_step` in the denominator: the
@@ -534,14 +677,17 @@ class SING(keras.optimizers.Optimizer):
         # m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
         m = ops.cast(_read(m_var), dtype)
         v = ops.cast(_read(v_var), dtype)
-        m = ops.add(ops.multiply(m, b1), ops.multiply(g, 1 - b1))
-        v = ops.add(ops.multiply(v, b2), ops.multiply(ops.square(g), 1 - b2))
+        m_new = ops.add(ops.multiply(m, b1), ops.multiply(g, 1 - b1))
+        v_new = ops.add(ops.multiply(v, b2), ops.multiply(ops.square(g), 1 - b2))
+        m = self._if_finite(m_new, m, m_var)
+        v = self._if_finite(v_new, v, v_var)
         host.assign(m_var, m)
         host.assign(v_var, v)
         if host.amsgrad:
             # v_max <- max(v_max, v), used in v's place
             v_hat_var = host._velocity_hats[index]
-            v = ops.maximum(ops.cast(_read(v_hat_var), dtype), v)
+            v_hat = ops.cast(_read(v_hat_var), dtype)
+            v = self._if_finite(ops.maximum(v_hat, v), v_hat, v_hat_var)
             host.assign(v_hat_var, v)
         # d <- sqrt(v) / sqrt(1 - b2^t)
         d = ops.divide(ops.sqrt(v), ops.sqrt(1 - ops.power(b2, t)))
@@ -555,26 +701,45 @@ class SING(keras.optimizers.Optimizer):
         step_size = ops.divide(lr, 1 - ops.power(b1, t))
         w = ops.cast(_read(variable), dtype)
         host.assign(
-            variable, ops.subtract(w, step_size * ops.divide(m, d))
+            variable,
+            self._if_finite(
+                ops.subtract(w, step_size * ops.divide(m, d)),
+                ops.cast(weight_before, dtype),
+                variable,
+            ),
         )
 
+    def _if_finite(self, new, old, variable):
+        """`where(finite, new, old)` when JAX's `stateless_apply` knows the
+        step's finiteness before the update (`_step_finite`), else `new`.
+
+        Selecting each slot where it is computed (and not again after the
+        step) lets XLA compute `W` from the stored `m` and `v`, as for
+        Keras's AdamW; a select after the step made it recompute them from
+        their old values in `W`'s pass, and copy those (~1.5x slower on
+        CPU)."""
+        if self._step_finite is None:
+            return new
+        self._selected_in_step.add(id(variable))
+        return ops.where(self._step_finite, new, old)
+
     def _lookahead_sync(self, index, variable, slow, step, is_update):
-        # every k-th real step:  W <- alpha W + (1 - alpha) S ;  S <- W
-        # Masks, not a Python `if` or a `cond`: one fused elementwise pass
-        # under XLA/jax.jit (a `cond` would materialize both outputs).
+        """(5) for one variable: every k-th real step, `W <- S + alpha (W -
+        S)` and `S <- W`. A `cond`, not per-element masks: compiled, the
+        other steps leave `S` untouched, and XLA computes the host's new `W`
+        once instead of once per output (see `_lookahead_after_step`)."""
         sync = ops.logical_and(
             ops.equal(ops.mod(step, self.lookahead_steps), 0), is_update
         )
         fast = _read(variable)
-        merged = transforms.lookahead_merge(
-            fast, ops.cast(slow, fast.dtype), self.lookahead_alpha
+        (fast,), (slow,) = backend_lib.cond(
+            sync,
+            lambda: self._lookahead_merge_all([fast], [slow]),
+            lambda: ([fast], [slow]),
         )
         host = self.inner_optimizer
-        host.assign(variable, ops.where(sync, merged, fast))
-        host.assign(
-            self._slow_weights[index],
-            ops.where(sync, ops.cast(merged, slow.dtype), slow),
-        )
+        host.assign(variable, fast)
+        host.assign(self._slow_weights[index], slow)
 
     # ------------------------------------------------------------------ #
     # The host's state and settings, seen through SING.
@@ -647,15 +812,21 @@ def all_finite(grads):
 
         if torch_backend.FAST_PATH:
             return torch_backend.all_finite(grads)
-    checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
-    if not checks:
+    # sum(0 * g) is 0 for a finite g and NaN if g holds a NaN or an inf
+    # (inf * 0 = NaN), and cannot overflow: a plain float reduction, which
+    # XLA fuses better than a reduction of booleans.
+    grads = [_values_of(g) for g in grads if g is not None]
+    sums = [ops.sum(ops.multiply(g, 0)) for g in grads]
+    if not sums:
         return ops.convert_to_tensor(True)
-    return ops.all(ops.stack(checks))
+    return ops.isfinite(ops.sum(ops.stack([ops.cast(x, "float32") for x in sums])))
 
 
-def _select(condition, new_values, old_values):
-    """`[where(condition, new, old), ...]` for lists of tensors."""
-    return [ops.where(condition, n, o) for n, o in zip(new_values, old_values)]
+def _values_of(gradient):
+    """The values of a `tf.IndexedSlices` gradient, or the gradient."""
+    if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
+        return gradient.values
+    return gradient
 
 
 def _index_of(variables, variable):

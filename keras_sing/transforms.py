@@ -42,18 +42,24 @@ def centralize(gradient, axes):
     """
     if not axes:
         return gradient
+    # g <- g - mean(g, axes)
+    return ops.subtract(gradient, unit_mean(gradient, axes))
+
+
+def unit_mean(gradient, axes):
+    """`mean(gradient, axes)`, keeping dims, computed as `g0 + mean(g - g0)`.
+
+    `g0` is each unit's first element (the same mean in exact arithmetic):
+    a constant unit then centralizes to exactly 0, leaving no rounding
+    residue for the normalization to blow up to unit norm. Written so that
+    compilers fuse the shift into the reduction instead of materializing
+    `g - g0`.
+    """
     ndim = len(gradient.shape)
     axes = tuple(sorted(a % ndim for a in axes))
-    # Shift by each unit's first element g0 (same result in exact
-    # arithmetic): a constant unit then centralizes to exactly 0, leaving no
-    # rounding residue for the normalization to blow up to unit norm. Written
-    # as g - (g0 + mean(g - g0)) so that compilers fuse the shift into the
-    # reduction and into the output instead of materializing g - g0.
     first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(ndim))
     g0 = gradient[first]
-    # g <- g - mean(g, axes)
-    mean = ops.add(g0, ops.mean(ops.subtract(gradient, g0), axis=axes, keepdims=True))
-    return ops.subtract(gradient, mean)
+    return ops.add(g0, ops.mean(ops.subtract(gradient, g0), axis=axes, keepdims=True))
 
 
 # Below this, float32 squares have gone subnormal (elements < ~1e-15).
@@ -69,13 +75,21 @@ def l2_norm(x):
     `s = max|x|`. The choice is a `cond` on a scalar, so compiled code runs
     only one branch. An all-zero `x` gives 0.
     """
-    sum_of_squares = ops.sum(ops.square(x))
+    return _l2_norm_of(lambda: x)
+
+
+def _l2_norm_of(make_x):
+    """`l2_norm(make_x())`, with `make_x` called again inside the fallback
+    branch: compiled, the branch then takes `make_x`'s inputs (the gradient
+    and its mean) rather than `x` itself, which would be materialized as
+    the `cond`'s operand (one more write and read of the whole tensor)."""
+    sum_of_squares = ops.sum(ops.square(make_x()))
     plain = ops.logical_and(
         ops.isfinite(sum_of_squares),
         ops.greater_equal(sum_of_squares, _SMALLEST_SAFE_SUM_OF_SQUARES),
     )
     return backend_lib.cond(
-        plain, lambda: ops.sqrt(sum_of_squares), lambda: scaled_l2_norm(x)
+        plain, lambda: ops.sqrt(sum_of_squares), lambda: scaled_l2_norm(make_x())
     )
 
 
@@ -125,9 +139,20 @@ def standardize_with_norm(
     if 0 in tuple(gradient.shape):
         return gradient, ops.zeros((), compute_dtype(dtype))
     g = ops.cast(gradient, compute_dtype(dtype))
-    if centralize_:
-        g = centralize(g, axes)
-    norm = l2_norm(g)
+    if centralize_ and axes:
+        mean = unit_mean(g, axes)
+
+        def centered():
+            # g <- g - mean(g, axes)
+            return ops.subtract(g, mean)
+
+    else:
+
+        def centered():
+            return g
+
+    norm = _l2_norm_of(centered)
+    g = centered()
     if normalize_:
         # g <- g / (||g|| + eps)
         g = ops.divide(g, norm + epsilon)

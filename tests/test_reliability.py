@@ -139,18 +139,30 @@ def test_on_nonfinite_raise_under_jax_jit_keeps_undonated_state():
         {"centralize": False, "normalize": False},
         {"accumulate": True},  # accumulation: a separate check of the gradients
         {"huge": True},  # finite 1e30 gradients are not mistaken for inf
+        {"lookahead_steps": 1},  # the bad step is a LookAhead sync step
+        {"host": {"global_clipnorm": 1.0}},  # clipping: a check of the raw gradients
+        {"host": {"use_ema": True}},  # EMA: LookAhead inside the host's step
+        {"host": {"beta_1": 0.5}, "softplus": False},
+        {"host_class": "sgd"},  # a non-Adam host: its own update, selected after
     ],
-    ids=["norms", "excluded", "no_standardization", "accumulation", "huge_finite"],
+    ids=[
+        "norms", "excluded", "no_standardization", "accumulation", "huge_finite",
+        "lookahead_sync_step", "clipping", "ema", "no_softplus", "sgd",
+    ],
 )
 def test_jitted_step_skips_nonfinite_whatever_the_path(bad, config):
     import jax
 
     config = dict(config)
     accumulate, huge = config.pop("accumulate", False), config.pop("huge", False)
+    host_kwargs = config.pop("host", {})
     scale = 1e30 if huge else 1.0
     kernel = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
     bias = keras.Variable(np.ones((3,), "float32"), name="bias")
-    host = keras.optimizers.AdamW(1e-2, gradient_accumulation_steps=2 if accumulate else None)
+    if config.pop("host_class", None) == "sgd":
+        host = keras.optimizers.SGD(1e-2, momentum=0.9)
+    else:
+        host = keras.optimizers.AdamW(1e-2, gradient_accumulation_steps=2 if accumulate else None, **host_kwargs)
     opt = keras_sing.SING(host, **config)
     opt.build([kernel, bias])
     step = jax.jit(opt.stateless_apply)
@@ -173,6 +185,80 @@ def test_jitted_step_skips_nonfinite_whatever_the_path(bad, config):
 
 def _index_of(variables, variable):
     return next(i for i, v in enumerate(variables) if v is variable)
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [(np.nan, False), (np.inf, False), (-np.inf, False), (3e38, True), (-3e38, True), (0.0, True)],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_all_finite_flags_nan_and_inf_and_never_overflows(bad, expected, dtype):
+    from keras_sing.sing import all_finite
+
+    if dtype == "float16" and abs(bad) == 3e38:
+        bad = np.sign(bad) * 6e4  # float16's largest finite values
+    big = np.full((64, 64), 6e4 if dtype == "float16" else 3e38, dtype)  # sum would overflow
+    g = np.ones((5, 3), dtype)
+    g[2, 1] = bad
+    assert bool(to_numpy(all_finite([tensor(big, dtype), tensor(g, dtype)]))) is expected
+    assert bool(to_numpy(all_finite([]))) is True
+
+
+def _jax_trajectory(make_opt, steps, defer=True, seed=0):
+    """Weights and optimizer state after `steps` jitted stateless steps."""
+    import jax
+
+    rng = np.random.default_rng(seed)
+    kernel = keras.Variable(rng.standard_normal((4, 3)).astype("float32"), name="kernel")
+    bias = keras.Variable(rng.standard_normal(3).astype("float32"), name="bias")
+    opt = make_opt()
+    opt.build([kernel, bias])
+    if not defer:
+        opt._can_defer_lookahead = lambda: False
+    step = jax.jit(opt.stateless_apply)
+    state, weights = [v.value for v in opt.variables], [kernel.value, bias.value]
+    for _ in range(steps):
+        grads = [tensor(rng.standard_normal((4, 3))), tensor(rng.standard_normal(3))]
+        weights, state = step(state, grads, weights)
+    return [to_numpy(x) for x in weights + state]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="stateless_apply's LookAhead after the step is JAX's path")
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda: keras_sing.SING(keras.optimizers.AdamW(1e-2, weight_decay=0.1), lookahead_steps=2, lookahead_alpha=0.7),
+        lambda: keras_sing.SING(keras.optimizers.AdamW(1e-2, gradient_accumulation_steps=2), lookahead_steps=2),
+        lambda: keras_sing.SING(keras.optimizers.SGD(0.1, momentum=0.9), lookahead_steps=3, on_nonfinite="ignore"),
+    ],
+    ids=["adamw_k2", "accumulation", "sgd_ignore"],
+)
+def test_jax_lookahead_after_the_step_equals_lookahead_in_each_update(make_opt):
+    deferred = _jax_trajectory(make_opt, steps=7)
+    in_step = _jax_trajectory(make_opt, steps=7, defer=False)
+    for a, b in zip(deferred, in_step):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="stateless_apply's standardization ahead of the step is JAX's path")
+def test_jax_step_standardizes_each_gradient_once():
+    import jax
+
+    calls = []
+    kernel = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
+    bias = keras.Variable(np.ones((3,), "float32"), name="bias")
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    opt.build([kernel, bias])
+    original = opt._standardize
+
+    def spy(index, gradient):
+        calls.append(index)
+        return original(index, gradient)
+
+    opt._standardize = spy
+    grads = [tensor(np.ones((4, 3))), tensor(np.ones(3))]
+    jax.jit(opt.stateless_apply)([v.value for v in opt.variables], grads, [kernel.value, bias.value])
+    assert sorted(calls) == [0, 1]  # ahead of the update, for the finite check, and reused
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA drops assertions in TensorFlow steps only")

@@ -7,10 +7,11 @@ does its work. Two routes replace the host's `_backend_update_step`:
 
 - `fused_update_step` (the fast path, used when every variable is float32
   or float64): the whole SING step for all variables at once with
-  `torch._foreach_*` kernels and no host-device synchronization: LookAhead
-  seeding, decay, centralization (one mean per tensor), scaled L2 norms,
+  `torch._foreach_*` kernels: LookAhead seeding, decay, centralization (one mean per tensor), scaled L2 norms,
   the published Adam step (Adam/AdamW hosts) or the host's own fused update
-  (SGD, Lion, ...), and LookAhead's sync as masked lerps.
+  (SGD, Lion, ...), and LookAhead's sync. With LookAhead, the step number
+  is read on the host (one synchronization per step), so that `S` is read
+  and written only at the steps that change it.
 - `generic_update_step`: the host's own non-fused `_backend_update_step`,
   which keeps its per-step bookkeeping (e.g. Nadam's) and calls SING's
   per-variable `update_step` (the `keras.ops` reference path).
@@ -94,10 +95,15 @@ def fused_update_step(sing, host, host_fused, grads, keras_vars, learning_rate):
     lr = _as_tensor(learning_rate, ref)
 
     if sing.lookahead:
-        # (0) S <- W at t == 1:  S <- S + [t == 1] (W - S)
+        # LookAhead touches S only at t = 1 and every k-th step, so the step
+        # number is read on the host: one synchronization per step (the
+        # finite check of on_nonfinite="skip"/"raise" already makes one),
+        # where masked lerps would read and write S and W every step.
         slow = [sing._slow_weights[i].value for i in index]
-        first = (t == 1).to(ref.dtype)
-        torch._foreach_lerp_(slow, weights, [first] * len(slow))
+        step = int(t.item())
+        if step == 1:
+            # (0) S <- W just before the first update
+            torch._foreach_copy_(slow, weights)
 
     # (3) W <- W (1 - lr wd) for ndim > 1 variables the host decays
     if host.weight_decay:
@@ -113,12 +119,10 @@ def fused_update_step(sing, host, host_fused, grads, keras_vars, learning_rate):
     else:
         host_fused(grads, keras_vars, learning_rate)
 
-    if sing.lookahead:
-        # (5) every k-th step: W <- S + alpha (W - S);  S <- W
-        sync = (torch.remainder(t, sing.lookahead_steps) == 0).to(ref.dtype)
-        merged = torch._foreach_lerp(slow, weights, sing.lookahead_alpha)
-        torch._foreach_lerp_(weights, merged, [sync] * len(weights))
-        torch._foreach_lerp_(slow, weights, [sync] * len(slow))
+    if sing.lookahead and step % sing.lookahead_steps == 0:
+        # (5) every k-th step: S <- S + alpha (W - S);  W <- S
+        torch._foreach_lerp_(slow, weights, sing.lookahead_alpha)
+        torch._foreach_copy_(weights, slow)
 
 
 def _standardize_all(sing, index, grads):
