@@ -12,7 +12,8 @@ Measures, in one process and one run, on the current backend:
   SING / host;
 - optimizer-state bytes per parameter, host vs SING;
 - the full train step (forward, backward, update) of a KerasHub ResNet and
-  ViT, host vs SING, as an overhead in percent.
+  ViT, host vs SING, as an overhead in percent (`--train-size`,
+  `--train-image-size`, `--train-batch-size` set their size).
 Compiled as a user's training would be: `jax.jit` of `stateless_apply` on
 JAX, `tf.function(jit_compile=True)` on TensorFlow, eager on torch (Keras's
 default there). Writes JSON and a Markdown table.
@@ -236,14 +237,17 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
     return rows
 
 
-def train_step_bench(model_name, short, warmup, reps, batch_size):
+def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=None):
+    """Forward + backward + update of a KerasHub model, host vs SING.
+    `short`: a 2-block ResNet / 2-layer ViT (CPU); else ResNet-50 and
+    ViT-B/16. `image_size` defaults to 32 (short) or 224."""
     import keras_hub
 
     rows = []
     for variant in ["host", "sing"]:
         keras.utils.clear_session()
         keras.utils.set_random_seed(0)
-        size = 32 if short else 224
+        size = image_size or (32 if short else 224)
         if model_name == "vit":
             bb = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=8 if short else 16, num_layers=2 if short else 12, num_heads=2 if short else 12, hidden_dim=64 if short else 768, mlp_dim=128 if short else 3072)
             out = keras.layers.Dense(10)(bb.output[:, 0])
@@ -281,7 +285,7 @@ def train_step_bench(model_name, short, warmup, reps, batch_size):
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
         times = timer.times[warmup:]
         rows.append({"model": model_name, "params": model.count_params(), "variant": variant,
-                     "median_ms": round(1e3 * statistics.median(times), 3), "batch_size": batch_size})
+                     "median_ms": round(1e3 * statistics.median(times), 3), "batch_size": batch_size, "image_size": size})
     base = rows[0]["median_ms"]
     for r in rows:
         r["overhead_pct"] = round(100 * (r["median_ms"] / base - 1), 2)
@@ -329,9 +333,10 @@ def markdown(env, step_rows, train_rows, floor_rows=()):
                      f"{r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['mean_ms']:.3f} | {r['state_bytes_per_param']:.1f} | "
                      f"{r['ratio_vs_host']:.2f} | {r['mean_ratio_vs_host']:.2f} | {target} |")
     if train_rows:
-        lines += ["", "| model | params | variant | train step median ms | overhead |", "|---|---|---|---|---|"]
+        lines += ["", "| model | params | image, batch | variant | train step median ms | overhead |", "|---|---|---|---|---|---|"]
         for r in train_rows:
-            lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['variant']} | {r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
+            lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['image_size']}px, {r['batch_size']} | {r['variant']} | "
+                         f"{r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
     if floor_rows:
         lines += ["", "Floor: the same math as one hand-written jax.jit function (no Keras):", "",
                   "| params | variant | median ms | IQR ms | mean ms | / jnp_adamw (median) | / jnp_adamw (mean) |", "|---|---|---|---|---|---|---|"]
@@ -348,6 +353,10 @@ def main(argv=None):
     parser.add_argument("--hosts", default="adamw,adam,sgd,lion")
     parser.add_argument("--param-sets", default="small,vit_b16,resnet50")
     parser.add_argument("--train-models", default="resnet,vit", help="'' to skip the train-step bench")
+    parser.add_argument("--train-size", choices=["tiny", "full"], default=None,
+                        help="train-step models: 'tiny' (2 blocks, the --short default) or 'full' (ResNet-50, ViT-B/16)")
+    parser.add_argument("--train-image-size", type=int, default=None, help="default: 32 for tiny, 224 for full")
+    parser.add_argument("--train-batch-size", type=int, default=None, help="default: 8 for tiny, 64 for full")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -368,7 +377,8 @@ def main(argv=None):
             floor_rows += jnp_floor_bench(param_set, shapes, warmup, reps)
     train_rows = []
     for model_name in [m for m in args.train_models.split(",") if m]:
-        train_rows += train_step_bench(model_name, args.short, warmup, reps, 8 if args.short else 64)
+        tiny = (args.train_size or ("tiny" if args.short else "full")) == "tiny"
+        train_rows += train_step_bench(model_name, tiny, warmup, reps, args.train_batch_size or (8 if tiny else 64), args.train_image_size)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{BACKEND}_{'short' if args.short else 'full'}"

@@ -12,20 +12,22 @@ def test_benchmark_short_mode(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_optimizer", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--short", "--param-sets", "small", "--hosts", "adamw,sgd", "--train-models", "resnet", "--reps", "2", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--short", "--param-sets", "small", "--hosts", "adamw,sgd", "--train-models", "resnet", "--reps", "2",
+                       "--train-image-size", "24", "--train-batch-size", "4", "--out", str(tmp_path)]) == 0
     (result,) = list(tmp_path.glob("*_short.json"))
     payload = json.loads(result.read_text())
     rows = payload["optimizer_step"]
     assert {(r["host"], r["variant"]) for r in rows} == {(h, v) for h in ("adamw", "sgd") for v in ("host", "sing_no_lookahead", "sing")}
     for r in rows:
-        assert r["median_ms"] > 0 and r["ratio_vs_host"] > 0
+        assert r["median_ms"] > 0 and r["mean_ms"] > 0 and r["ratio_vs_host"] > 0 and r["mean_ratio_vs_host"] > 0
         # optimizer state: SING adds only the LookAhead slot (4 B/param)
         host = next(x for x in rows if x["host"] == r["host"] and x["variant"] == "host")
         extra = r["state_bytes_per_param"] - host["state_bytes_per_param"]
         assert extra < (4.5 if r["variant"] == "sing" else 0.5)
     assert [r["variant"] for r in payload["train_step"]] == ["host", "sing"]
+    assert {(r["image_size"], r["batch_size"]) for r in payload["train_step"]} == {(24, 4)}
     floor = payload["jnp_floor"]  # the hand-written jnp reference: JAX only
     expected = ["jnp_adamw", "jnp_sing_no_lookahead", "jnp_sing"] if payload["environment"]["backend"] == "jax" else []
     assert [r["variant"] for r in floor] == expected
-    assert all(r["median_ms"] > 0 for r in floor)
+    assert all(r["median_ms"] > 0 and r["mean_ms"] > 0 for r in floor)
     assert "SING/host" in (tmp_path / result.name.replace(".json", ".md")).read_text()
