@@ -1,35 +1,169 @@
 """Which axes of a Keras variable are its fan-in (the axes SING averages over).
 
-Keras puts the output axis last, PyTorch first. Gradient centralization
-subtracts one mean per output unit, so in Keras layout it averages over every
-axis but the last. Two common layers break that rule:
+The published SING centralizes each PyTorch weight over dims 1.. (one mean
+per output unit) and never centralizes 1-D tensors. Keras puts the output
+axis last, and the true fan-in depends on the layer, so the rule is stated
+per layer, in Keras layout (docs/algorithm.md has the table):
 
-- `Embedding` tables are `(vocab, dim)`: one row per token, so the mean is
-  taken per row, over every axis but the first.
-- `EinsumDense` kernels (inside `MultiHeadAttention`, KerasHub transformers)
-  are shaped by an equation, e.g. `"abc,cde->abde"` gives a `(dim, heads,
-  head_dim)` kernel whose fan-in is axis 0 only; their biases (`(heads,
-  head_dim)`) have no fan-in at all.
+| Keras layer, variable                  | Keras shape         | axes          |
+|----------------------------------------|---------------------|---------------|
+| `Dense`, `Conv*`, `Conv*Transpose`,    | `(..., out)`        | all but last  |
+|   recurrent kernels, separable         |                     |               |
+|   pointwise kernels                    |                     |               |
+| `DepthwiseConv*`, separable depthwise  | `(*k, in, mult)`    | spatial only  |
+| `Embedding` tables, position tables    | `(rows, dim)`       | per row       |
+| `EinsumDense` kernel                   | per equation        | contracted    |
+| `EinsumDense` bias, normalization      | any                 | none          |
+|   layers, `PReLU`, anything 1-D        |                     |               |
 
-A Keras variable does not know its layer, so `default_centralize_axes` decides
-from the variable alone (its rank and its name); `fan_in_axes(model)` reads
-each layer and returns the exact rule for every variable of a model, to pass
-as `SING(..., centralize_axes=fan_in_axes(model))`.
+A variable does not know its layer; SING learns it from the model that
+builds the optimizer (`layer_rules(model)`, see `keras_sing.SING`). Without
+a model (a custom loop), `guess_centralize_axes` decides from the
+variable's rank and name, and SING warns for the variables where that guess
+may be wrong.
 """
 
+import math
 import re
 
 import keras
 
+# Returned by `layer_centralize_axes` for a layer it has no rule for.
+UNKNOWN = "unknown"
 
-def default_centralize_axes(variable):
-    """The centralization axes SING uses when none are given.
+
+def all_but_last(ndim):
+    """One mean per output unit when the output axis is last."""
+    return tuple(range(ndim - 1)) or None
+
+
+def per_row(ndim):
+    """One mean per row (embedding tables: one row per token)."""
+    return tuple(range(1, ndim)) or None
+
+
+def spatial(ndim):
+    """One mean per filter of a depthwise kernel `(*k, in, mult)`."""
+    return tuple(range(ndim - 2)) or None
+
+
+def einsum_kernel_fan_in(equation, ndim):
+    """The contracted axes of an `EinsumDense` kernel, from its equation.
+
+    The kernel is the second operand; its contracted (fan-in) axes are the
+    letters that do not appear in the output. `"abc,cde->abde"` gives `(0,)`,
+    `"abcd,cde->abe"` gives `(0, 1)`. Falls back to all axes but the last
+    when the equation cannot be parsed.
+    """
+    match = re.fullmatch(
+        r"([\w.]+),([\w.]+)->([\w.]+)", equation.replace(" ", "")
+    )
+    if match is None:
+        return all_but_last(ndim)
+    kernel, output = match.group(2).replace("...", ""), match.group(3)
+    axes = tuple(i for i, ch in enumerate(kernel) if ch not in output)
+    if len(kernel) != ndim or not axes:
+        return all_but_last(ndim)
+    return axes
+
+
+def layer_centralize_axes(layer, variable):
+    """The published fan-in axes of `variable`, a weight of `layer`.
+
+    Returns a tuple of axes, `None` (no centralization), or `UNKNOWN` when
+    `layer` is not a layer this table knows (a custom layer's weight of rank
+    2 or more).
+    """
+    ndim = len(variable.shape)
+    name = variable.name
+    if ndim <= 1:
+        return None
+    layers = keras.layers
+    if isinstance(layer, layers.EinsumDense):
+        if name == "kernel":
+            return einsum_kernel_fan_in(layer.equation, ndim)
+        if name == "bias":
+            return None
+        return all_but_last(ndim)  # LoRA factors: (in, rank), (rank, out)
+    if _is_depthwise(layer):
+        return spatial(ndim) if name in ("kernel", "depthwise_kernel") else (
+            all_but_last(ndim)
+        )
+    if isinstance(layer, layers.Embedding):
+        # the table (vocab, dim), per row; KerasHub's untied output
+        # projection `reverse_embeddings` (dim, vocab) is a Linear
+        return per_row(ndim) if name == "embeddings" else all_but_last(ndim)
+    if _is_normalization(layer) or isinstance(layer, layers.PReLU):
+        return None  # 1-D in PyTorch, whatever the Keras shape
+    if isinstance(layer, _LINEAR_LAYERS):
+        return all_but_last(ndim)
+    rule = _KERAS_HUB_RULES.get((type(layer).__name__, name))
+    if rule is not None:
+        return rule(ndim)
+    return UNKNOWN
+
+
+def _is_depthwise(layer):
+    from keras.src.layers.convolutional.base_depthwise_conv import (
+        BaseDepthwiseConv,
+    )
+    from keras.src.layers.convolutional.base_separable_conv import (
+        BaseSeparableConv,
+    )
+
+    return isinstance(layer, (BaseDepthwiseConv, BaseSeparableConv))
+
+
+def _is_normalization(layer):
+    # Keras's BatchNormalization, LayerNormalization, GroupNormalization,
+    # ..., and KerasHub's RMSNormalization/LayerNorm variants
+    return "Normalization" in type(layer).__name__ or type(
+        layer
+    ).__name__.endswith(("LayerNorm", "RMSNorm"))
+
+
+_LINEAR_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Dense",
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "ConvLSTM1D",
+        "ConvLSTM2D",
+        "ConvLSTM3D",
+        "SimpleRNNCell",
+        "GRUCell",
+        "LSTMCell",
+        "SimpleRNN",
+        "GRU",
+        "LSTM",
+    )
+    if hasattr(keras.layers, name)
+)
+
+# KerasHub layers with weights of their own, by (class name, variable name):
+# their PyTorch twins (torchvision/timm/Hugging Face) and the axes that
+# follow. Matched by name so that keras_hub stays optional.
+_KERAS_HUB_RULES = {
+    # nn.Embedding(seq, dim): per row
+    ("PositionEmbedding", "position_embeddings"): per_row,
+    # nn.Parameter(1, 1, dim) (torchvision ViT class_token): dims 1..
+    ("ViTPatchingAndEmbedding", "class_token"): per_row,
+}
+
+
+def guess_centralize_axes(variable):
+    """The axes SING uses for a variable whose layer it does not know.
 
     - ndim <= 1 (biases, norm scales, scalars): `None`, no centralization;
-    - a variable named `embeddings` (Keras `Embedding`, KerasHub
-      `ReversibleEmbedding` and `PositionEmbedding`): all axes but the first,
-      one mean per row;
-    - anything else: all axes but the last, one mean per output unit.
+    - a variable named `embeddings`: all axes but the first, one mean per
+      row;
+    - anything else: all axes but the last, one mean per output unit
+      (exact for `Dense`, convolution and recurrent kernels).
 
     Args:
         variable: a `keras.Variable` (anything with `shape` and `name`).
@@ -41,36 +175,55 @@ def default_centralize_axes(variable):
     if ndim <= 1:
         return None
     if variable.name == "embeddings":
-        return tuple(range(1, ndim))
-    return tuple(range(ndim - 1))
+        return per_row(ndim)
+    return all_but_last(ndim)
 
 
-def einsum_kernel_fan_in(equation, ndim):
-    """The contracted axes of an `EinsumDense` kernel, from its equation.
+# The 0.1 name of `guess_centralize_axes`, kept public.
+default_centralize_axes = guess_centralize_axes
 
-    The kernel is the second operand; its contracted (fan-in) axes are the
-    letters that do not appear in the output. `"abc,cde->abde"` gives `(0,)`,
-    `"abcd,cde->abe"` gives `(0, 1)`. Falls back to all axes but the last
-    when the equation cannot be parsed.
-    """
-    match = re.fullmatch(r"([\w.]+),([\w.]+)->([\w.]+)", equation.replace(" ", ""))
-    if match is None:
-        return tuple(range(ndim - 1))
-    kernel, output = match.group(2).replace("...", ""), match.group(3)
-    axes = tuple(i for i, ch in enumerate(kernel) if ch not in output)
-    if len(kernel) != ndim or not axes:
-        return tuple(range(ndim - 1))
-    return axes
+
+def is_guess_certain(variable):
+    """Whether `guess_centralize_axes` is right whatever the layer: 1-D
+    variables, `Dense`-like 2-D kernels and embedding tables."""
+    ndim = len(variable.shape)
+    return ndim <= 1 or (
+        ndim == 2 and variable.name in ("kernel", "embeddings")
+    )
+
+
+def layers_of(model):
+    """`{id(variable): layer}` for every weight of `model`, each mapped to
+    the innermost layer that holds it."""
+    owner = {}
+    # pre-order: a nested layer comes after its parent and overrides it
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for variable in layer.weights:
+            owner[id(variable)] = layer
+    return owner
+
+
+def layer_rules(model, variables=None):
+    """`{id(variable): axes or UNKNOWN}` for the trainable variables of
+    `model` (or `variables`), from each variable's layer."""
+    owner = layers_of(model)
+    variables = model.trainable_variables if variables is None else variables
+    return {
+        id(v): layer_centralize_axes(owner[id(v)], v)
+        for v in variables
+        if id(v) in owner
+    }
 
 
 def fan_in_axes(model):
     """Per-variable centralization axes read from the layers of `model`.
 
     Returns a dict `{regex: axes}` (anchored, escaped variable paths) for
-    every `EinsumDense` kernel and bias and every `Embedding` table in
-    `model`, nested layers included, ready for
-    `SING(..., centralize_axes=fan_in_axes(model))`. Variables not in the
-    dict get `default_centralize_axes`.
+    every trainable variable of `model` whose layer is known (see the table
+    in this module's docstring), ready for
+    `SING(..., centralize_axes=fan_in_axes(model))`. `fit` finds these
+    rules by itself; pass them in custom loops (`apply_gradients`,
+    `stateless_apply`), where SING sees variables but no model.
 
     Example:
 
@@ -79,24 +232,21 @@ def fan_in_axes(model):
                               centralize_axes=keras_sing.fan_in_axes(model))
     """
     rules = {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, keras.layers.EinsumDense):
-            kernel = getattr(layer, "_kernel", None)
-            if kernel is not None:
-                rules[_exact(kernel.path)] = einsum_kernel_fan_in(
-                    layer.equation, len(kernel.shape)
-                )
-            if getattr(layer, "bias", None) is not None:
-                rules[_exact(layer.bias.path)] = None
-        elif isinstance(layer, keras.layers.Embedding):
-            table = getattr(layer, "_embeddings", None)
-            if table is not None:
-                rules[_exact(table.path)] = tuple(range(1, len(table.shape)))
+    owner = layers_of(model)
+    for variable in model.trainable_variables:
+        axes = layer_centralize_axes(owner[id(variable)], variable)
+        if axes != UNKNOWN:
+            rules[_exact(variable.path)] = axes
     return rules
 
 
 def _exact(path):
     return "^" + re.escape(path) + "$"
+
+
+def fan_in_size(shape, axes):
+    """How many elements each mean is taken over."""
+    return math.prod(int(shape[a]) for a in axes) if axes else 0
 
 
 def normalize_axes(axes, ndim, path):

@@ -1,14 +1,20 @@
-"""SING: the Stabilized and Normalized Gradient wrapper for Keras optimizers."""
+"""SING: the Stabilized and Normalized Gradient wrapper for Keras optimizers.
+
+The public contract: arguments, build, the wiring to the host, config. The
+math is in `keras_sing.transforms`; what touches Keras internals is in
+`keras_sing._host`.
+"""
 
 import copy
 import re
+import warnings
 
 import keras
 from keras import ops
 
+from keras_sing import _host
 from keras_sing import axes as axes_lib
 from keras_sing import backend as backend_lib
-from keras_sing import transforms
 
 # The hosts whose update has Adam's second-moment denominator, which the
 # softplus calibration replaces. `AdamW` subclasses `Adam` (and so do the
@@ -18,7 +24,10 @@ _ADAM_FAMILY = (keras.optimizers.Adam,)
 # What a step with a NaN or inf gradient does (`on_nonfinite`).
 _NONFINITE_MODES = ("skip", "raise", "ignore")
 
-# Base-optimizer arguments SING does not take: they belong on the host.
+_WEIGHT_DECAY_MODES = ("paper", "host")
+
+# Base-optimizer settings that belong to the host: SING does not take them,
+# and reading or setting them on SING reads or sets the host's.
 _HOST_ARGUMENTS = (
     "learning_rate",
     "weight_decay",
@@ -48,7 +57,9 @@ class SING(keras.optimizers.Optimizer):
 
         (1) g = G - mean(G, fan-in axes)         centralize, ndim > 1
         (2) g = g / (||g||_2 + epsilon)          normalize, every variable
-        (3) W = W * (1 - lr_t * weight_decay)    host's decay, ndim > 1 only
+        (3) W = W * (1 - lr_t * weight_decay)    host's decay (ndim > 1 only,
+                                                 as the paper; see
+                                                 `weight_decay_mode`)
         (4) W = host_update(W, g)                for Adam/AdamW hosts:
               m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
               d = softplus(beta * sqrt(v / (1 - b2^t))) / beta
@@ -87,11 +98,21 @@ class SING(keras.optimizers.Optimizer):
         lookahead_alpha: `alpha` of (5), in (0, 1]. Defaults to `0.5`.
         centralize_axes: override of (1)'s axes: a callable `variable ->
             tuple of axes or None`, or a dict `{regex: axes or None}` searched
-            in `variable.path` (first match wins, others get the default; see
-            `keras_sing.fan_in_axes(model)` for EinsumDense layers). The
-            default, `keras_sing.default_centralize_axes`, is all axes but
-            the last for ndim > 1, and per row for `embeddings` tables.
-            Defaults to `None`.
+            in `variable.path` (first match wins, others get the default).
+            The default is the published fan-in of each variable's layer
+            (docs/algorithm.md has the table: one mean per output unit of
+            `Dense`/convolution kernels, per filter of depthwise kernels,
+            per row of embedding tables, over the contracted axes of
+            `EinsumDense`/attention kernels, none for biases and
+            normalization layers). SING reads the layers of the model that
+            builds it (`fit`, `train_on_batch`, `load_model`); in a custom
+            loop, where it sees only variables, pass
+            `keras_sing.fan_in_axes(model)`, or SING guesses from each
+            variable's rank and name and warns once, naming the variables
+            whose guess may be wrong. A fan-in of size 1 (a `Dense` on one
+            input feature) has no mean to remove: centralizing would zero
+            the gradient, so SING only normalizes such a variable, and
+            warns once. Defaults to `None`.
         exclude: variables that skip (1)-(2) and get the host's gradient
             unchanged (the rest of the recipe still applies): a regex or list
             of regexes searched in `variable.path`, or a callable `variable
@@ -108,7 +129,14 @@ class SING(keras.optimizers.Optimizer):
             needs `jit_compile=False` there. `"ignore"`: no check (saves one
             read of every gradient), non-finite values go through as with
             Keras's own optimizers. Defaults to `"skip"`.
-        name: the optimizer's name. Defaults to `"sing"`.
+        weight_decay_mode: which variables the host's decoupled weight
+            decay (3) applies to. `"paper"`: as the published code, only
+            variables with ndim > 1 (not biases, norm scales, scalars),
+            among those the host decays. `"host"`: every variable the host
+            decays (its `exclude_from_weight_decay` rules). Defaults to
+            `"paper"`.
+        name: the optimizer's name. Defaults to `None`: Keras's numbering,
+            `"sing"`, `"sing_1"`, ...
 
     Example:
 
@@ -143,6 +171,7 @@ class SING(keras.optimizers.Optimizer):
         centralize_axes=None,
         exclude=None,
         on_nonfinite="skip",
+        weight_decay_mode="paper",
         name=None,
         **kwargs,
     ):
@@ -150,26 +179,8 @@ class SING(keras.optimizers.Optimizer):
         host = _resolve_host(optimizer)
         epsilon = _positive_float("epsilon", epsilon)
         softplus_beta = _positive_float("softplus_beta", softplus_beta)
-        if isinstance(lookahead_steps, bool) or not isinstance(
-            lookahead_steps, int
-        ) or lookahead_steps < 1:
-            raise ValueError(
-                "Argument `lookahead_steps` must be an int >= 1 (1 syncs every "
-                f"step). Received: lookahead_steps={lookahead_steps!r}"
-            )
-        if not isinstance(lookahead_alpha, (int, float)) or not (
-            0.0 < lookahead_alpha <= 1.0
-        ):
-            raise ValueError(
-                "Argument `lookahead_alpha` must be a float in (0, 1] (1 keeps "
-                "the fast weights; use `lookahead=False` to turn LookAhead "
-                f"off). Received: lookahead_alpha={lookahead_alpha!r}"
-            )
-        if softplus not in (None, True, False):
-            raise ValueError(
-                "Argument `softplus` must be None, True or False. "
-                f"Received: softplus={softplus!r}"
-            )
+        _check_lookahead(lookahead_steps, lookahead_alpha)
+        _check_choice("softplus", softplus, (None, True, False))
         if softplus and not isinstance(host, _ADAM_FAMILY):
             raise ValueError(
                 "Argument `softplus=True` needs a host with Adam's "
@@ -177,16 +188,12 @@ class SING(keras.optimizers.Optimizer):
                 f"keras.optimizers.AdamW. Received a {type(host).__name__} "
                 "host; use softplus=None or False with it."
             )
-        if on_nonfinite not in _NONFINITE_MODES:
-            raise ValueError(
-                "Argument `on_nonfinite` must be one of "
-                f"{', '.join(repr(m) for m in _NONFINITE_MODES)}. "
-                f"Received: on_nonfinite={on_nonfinite!r}"
-            )
+        _check_choice("on_nonfinite", on_nonfinite, _NONFINITE_MODES)
+        _check_choice("weight_decay_mode", weight_decay_mode, _WEIGHT_DECAY_MODES)
         _check_rule("centralize_axes", centralize_axes, dict)
         _check_rule("exclude", exclude, (str, list, tuple))
 
-        super().__init__(learning_rate=0.0, name=name or "sing")
+        super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = host
         self.centralize = bool(centralize)
         self.normalize = bool(normalize)
@@ -199,54 +206,26 @@ class SING(keras.optimizers.Optimizer):
         self.centralize_axes = centralize_axes
         self.exclude = exclude
         self.on_nonfinite = on_nonfinite
-        self._finite_already_checked = False
-        self._standardized = {}
-        self._lookahead_deferred = False
-        self._step_finite = None
-        self._selected_in_step = set()
+        self.weight_decay_mode = weight_decay_mode
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = isinstance(host, _ADAM_FAMILY)
         self._softplus = self._published_adam if softplus is None else softplus
-        self._take_over_host_update(host)
+        _host.take_over(self, host)
 
     # ------------------------------------------------------------------ #
-    # Wiring: SING acts inside the host's update, where it must act.
+    # Build: what to do with each variable, and SING's own slots.
     # ------------------------------------------------------------------ #
-
-    def _take_over_host_update(self, host):
-        """Routes the host's per-variable update step through SING.
-
-        Standardization must see the gradient the host applies: after the
-        host's gradient accumulation and, under `tf.distribute`, after the
-        cross-replica sum, both of which happen inside the host's `apply`
-        just before its per-variable `update_step`. Keras has no hook there,
-        so SING replaces the host instance's `update_step` (and its weight
-        decay, which SING applies per variable, after seeding LookAhead, as
-        the paper does). On torch, Keras's fused `Adam`/`SGD`/... classes
-        bypass `update_step`, so SING batches its whole step with
-        `torch._foreach_*` kernels there, or sends the host through its
-        non-fused path (`keras_sing.backend.torch`).
-        """
-        if getattr(host, "_sing_hosted", False):
-            raise ValueError(
-                "Argument `optimizer` is already the host of another SING "
-                "optimizer; a host belongs to one SING. Create a new host, e.g. "
-                "SING(keras.optimizers.AdamW(...))."
-            )
-        host._sing_hosted = True
-        self._host_update_step = host.update_step
-        host.update_step = self._update_step
-        host._apply_weight_decay = _no_weight_decay
-        if keras.backend.backend() == "torch":
-            from keras_sing.backend import torch as torch_backend
-
-            host._backend_update_step = torch_backend.select_update_step(
-                self, host
-            )
 
     def build(self, var_list):
-        """Creates LookAhead's slow weights, then builds the host."""
+        """Decides each variable's standardization, creates LookAhead's slow
+        weights and the gradient-norm record, then builds the host."""
         var_list = list(var_list)
+        layer_rules = _host.layer_rules_for(var_list)
+        guessed, degenerate = [], []
+        self._plans = tuple(
+            self._plan(v, layer_rules, guessed, degenerate) for v in var_list
+        )
+        _warn_about(guessed, degenerate)
         if self.lookahead:
             self._slow_weights = tuple(
                 None
@@ -254,71 +233,166 @@ class SING(keras.optimizers.Optimizer):
                 else self.add_variable_from_reference(v, name="lookahead_slow")
                 for v in var_list
             )
-        self._standardization_axes = tuple(
-            self._axes_for(v) for v in var_list
-        )
         # ||g|| of each variable's last real update, which SING computes
         # anyway (read by keras_sing.callbacks.GradientNormMonitor).
         self._gradient_norms = tuple(
             self.add_variable((), dtype="float32", name="gradient_norm")
             for _ in var_list
         )
-        self._variable_paths = tuple(v.path for v in var_list)
+        self._variable_paths = tuple(_host.path_of(v) for v in var_list)
         self._skipped_steps = self.add_variable(
             (), dtype="int32", name="skipped_steps"
         )
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
-        super().build(var_list)
+        # Not super().build(): its EMA copies and gradient accumulators are
+        # the host's.
+        _host.mark_built(self, var_list)
 
-    def _axes_for(self, variable):
-        """(1)'s axes for `variable`, or `False` if it is excluded."""
-        if _matches(self.exclude, variable):
-            return False
+    def _plan(self, variable, layer_rules, guessed, degenerate):
+        """`(standardize, axes)` for `variable`: whether (1)-(2) apply, and
+        (1)'s axes (`None` for none)."""
+        if _matches(self.exclude, variable) or not (
+            self.centralize or self.normalize
+        ):
+            return False, None
         if not self.centralize:
-            return None
+            return True, None
+        path = _host.path_of(variable)
         ndim = len(variable.shape)
         rule = self.centralize_axes
+        axes = axes_lib.UNKNOWN
         if callable(rule):
             axes = rule(variable)
         elif isinstance(rule, dict):
             axes = next(
-                (a for p, a in rule.items() if re.search(p, variable.path)),
-                axes_lib.default_centralize_axes(variable),
+                (a for p, a in rule.items() if re.search(p, path)),
+                axes_lib.UNKNOWN,
             )
-        else:
-            axes = axes_lib.default_centralize_axes(variable)
-        return axes_lib.normalize_axes(axes, ndim, variable.path)
+        if axes == axes_lib.UNKNOWN:
+            axes = layer_rules.get(id(variable), axes_lib.UNKNOWN)
+        if axes == axes_lib.UNKNOWN:
+            axes = axes_lib.guess_centralize_axes(variable)
+            if not axes_lib.is_guess_certain(variable):
+                guessed.append(path)
+        axes = axes_lib.normalize_axes(axes, ndim, path)
+        if axes and axes_lib.fan_in_size(variable.shape, axes) == 1:
+            degenerate.append(path)
+            axes = None
+        return True, axes
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        """The host's variables, then SING's: LookAhead's slow weights, the
+        gradient norms and `skipped_steps` (not SING's unused base-class
+        `iteration` and `learning_rate`)."""
+        unused = (self._iterations, self._learning_rate)
+        own = [v for v in self._variables if not any(v is u for u in unused)]
+        return self.inner_optimizer.variables + own
+
+    def set_weights(self, weights):
+        """Sets every variable of `variables`, the host's included."""
+        if not self.built:
+            raise ValueError(
+                "You are calling `set_weights()` on an optimizer that has not "
+                "yet been built. Call `optimizer.build(trainable_variables)` "
+                "first."
+            )
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"SING has {len(variables)} variables (the host's and its "
+                f"own), received {len(weights)} weights."
+            )
+        for variable, weight in zip(variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"Optimizer variable {variable.path} has shape "
+                    f"{variable.shape}, not compatible with the weight's "
+                    f"shape {weight.shape}."
+                )
+            variable.assign(weight)
+
+    # ------------------------------------------------------------------ #
+    # Apply: the host's step, kept or skipped whole.
+    # ------------------------------------------------------------------ #
+
+    def apply_gradients(self, grads_and_vars):
+        grads, trainable_variables = zip(*grads_and_vars)
+        self.apply(grads, trainable_variables)
+        # what the host's own apply_gradients returns
+        return self.inner_optimizer._iterations
 
     def apply(self, grads, trainable_variables=None):
+        """The host's `apply` (SING acts inside it, see `keras_sing._host`),
+        skipped whole when a gradient holds a NaN or an inf."""
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
                     "SING must be built before `apply` is called without "
                     "variables: call `optimizer.build(trainable_variables)`."
                 )
-            self.build(trainable_variables)
-        if self.on_nonfinite == "ignore" or self._finite_already_checked:
-            self.inner_optimizer.apply(grads, trainable_variables)
-        elif keras.backend.backend() == "tensorflow" and _tf_replica_context():
-            from keras_sing.backend import tensorflow as tf_backend
-
-            tf_backend.distributed_apply_if_finite(self, grads, trainable_variables)
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+        grads = list(grads)
+        host = self.inner_optimizer
+        if self.on_nonfinite == "ignore":
+            host.apply(grads, trainable_variables)
+        elif _host.in_tf_replica_context():
+            _host.apply_per_replica_if_finite(self, grads, trainable_variables)
         else:
-            finite = all_finite(grads)
+            finite = _host.all_finite(grads)
             backend_lib.cond(
                 finite,
-                lambda: self.inner_optimizer.apply(grads, trainable_variables),
+                lambda: host.apply(grads, trainable_variables),
                 self._count_skipped_step,
             )
             # read after the skip: a skipped step left the counter as it was
             self._raise_if_requested(
-                finite, lambda: ops.add(_read(self.iterations), 1)
+                finite, lambda: ops.add(_host.read(self.iterations), 1)
             )
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """JAX: the step as a pure function, kept or discarded whole.
+
+        The host's step runs in full; then, once, after everything it
+        wrote, every new value is selected against the old one with
+        `where(finite, new, old)` (XLA fuses the select into the pass that
+        computes each value) and `skipped_steps` counts a discarded step."""
+        self._check_same_variables(trainable_variables)
+        optimizer_values = [_host.read(v) for v in optimizer_variables]
+        trainable_values = [_host.read(v) for v in trainable_variables]
+        if len(optimizer_values) != len(self.variables):
+            raise ValueError(
+                "Argument `optimizer_variables` must match "
+                f"`SING.variables` 1:1: expected {len(self.variables)}, "
+                f"received {len(optimizer_values)}."
+            )
+        new_trainable, new_optimizer = _host.stateless_apply_unchecked(
+            self, optimizer_values, grads, trainable_values
+        )
+        if self.on_nonfinite == "ignore":
+            return new_trainable, new_optimizer
+        finite = _host.all_finite(grads)
+        new_trainable = [
+            ops.where(finite, n, o)
+            for n, o in zip(new_trainable, trainable_values)
+        ]
+        new_optimizer = [
+            ops.where(finite, n, o)
+            for n, o in zip(new_optimizer, optimizer_values)
+        ]
+        # skipped_steps <- skipped_steps + (not finite)
+        skipped = _position(self.variables, self._skipped_steps)
+        new_optimizer[skipped] = ops.add(
+            optimizer_values[skipped],
+            ops.cast(ops.logical_not(finite), optimizer_values[skipped].dtype),
+        )
+        iterations = _position(self.variables, self.inner_optimizer._iterations)
+        self._raise_if_requested(
+            finite, lambda: ops.add(optimizer_values[iterations], 1)
+        )
+        return new_trainable, new_optimizer
 
     def _raise_if_requested(self, finite, step_fn):
         """With `on_nonfinite="raise"`, raises (after the skip) when not
@@ -346,192 +420,6 @@ class SING(keras.optimizers.Optimizer):
         0 before the optimizer is built)."""
         return self._skipped_steps if self.built else 0
 
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        """JAX: the step as a pure function, skipped when not finite.
-
-        Finiteness is decided first, from the gradients' norms (computed
-        ahead and reused by the update) or, with accumulation, clipping or
-        a loss-scale factor, from the gradients. Each new value is then
-        selected against the old one with `where(finite, new, old)`, which
-        XLA fuses into the update's own elementwise pass: in the Adam step
-        where each slot is computed (`_if_finite`), for other hosts after
-        their step. A `cond` over the whole step would copy every buffer it
-        passes through (measured ~1.5x slower). LookAhead's seed and sync
-        follow, each under one `cond` for all variables
-        (`_lookahead_after_step`)."""
-        self._check_same_variables(trainable_variables)
-        # LossScaleOptimizer passes variables, read in its StatelessScope.
-        optimizer_variables = [_read(v) for v in optimizer_variables]
-        trainable_variables = [_read(v) for v in trainable_variables]
-        check = self.on_nonfinite != "ignore"
-        # Finiteness is known before the update, so that each slot is
-        # selected where it is computed (`_if_finite`).
-        self._standardized = {}
-        if check and self._norms_tell_finiteness():
-            finite = self._standardize_ahead(grads)
-        else:
-            finite = all_finite(grads) if check else None
-        self._step_finite = finite
-        self._finite_already_checked = True  # not again in apply()
-        self._lookahead_deferred = self._can_defer_lookahead()
-        try:
-            new_trainable, new_optimizer = super().stateless_apply(
-                optimizer_variables, grads, trainable_variables
-            )
-        finally:
-            self._finite_already_checked = False
-            self._standardized = {}
-            self._step_finite = None
-            selected, self._selected_in_step = self._selected_in_step, set()
-            deferred, self._lookahead_deferred = self._lookahead_deferred, False
-        if check:
-            new_trainable = self._select_unselected(
-                finite,
-                new_trainable,
-                trainable_variables,
-                self._trainable_variables,
-                selected,
-            )
-            new_optimizer = self._select_unselected(
-                finite, new_optimizer, optimizer_variables, self.variables, selected
-            )
-            # skipped_steps <- skipped_steps + (not finite)
-            skipped_index = _index_of(self.variables, self._skipped_steps)
-            skipped = optimizer_variables[skipped_index]
-            new_optimizer[skipped_index] = ops.add(
-                skipped, ops.cast(ops.logical_not(finite), skipped.dtype)
-            )
-        if deferred:
-            self._lookahead_after_step(
-                finite,
-                (trainable_variables, optimizer_variables),
-                (new_trainable, new_optimizer),
-            )
-        if check:
-            self._raise_if_requested(
-                finite, lambda: self._step_from(optimizer_variables)[0]
-            )
-        return new_trainable, new_optimizer
-
-    @staticmethod
-    def _select_unselected(finite, new_values, old_values, variables, selected):
-        """`where(finite, new, old)` for the values of the variables the
-        step did not already select (`selected`, see `_if_finite`)."""
-        return [
-            n if id(v) in selected else ops.where(finite, n, o)
-            for n, o, v in zip(new_values, old_values, variables)
-        ]
-
-    def _can_defer_lookahead(self):
-        """Whether `stateless_apply` does LookAhead after the host's step
-        rather than inside each variable's update: not with the host's EMA,
-        which averages the weights inside the step, after (5)."""
-        return self.lookahead and not self.inner_optimizer.use_ema
-
-    def _lookahead_after_step(self, finite, old, new):
-        """JAX: (0) and (5) for all variables, on `stateless_apply`'s values.
-
-        `old` and `new` are `(trainable values, optimizer values)` before and
-        after the step; `new`'s lists are updated in place. Each of the seed
-        `S <- W_old` (at t = 1) and the sync (every k-th step) is one `cond`
-        over all variables, so the other steps neither read nor write `S`,
-        and `W` is computed once: with per-element masks instead, XLA
-        recomputes the whole Adam step for each of its two outputs (`W`,
-        `S`), measured 2x slower on ViT-Ti/16's parameter set on CPU."""
-        (old_trainable, old_optimizer), (new_trainable, new_optimizer) = old, new
-        step, taken = self._step_from(old_optimizer)
-        taken = ops.convert_to_tensor(taken)
-        if finite is not None:
-            taken = ops.logical_and(taken, finite)
-        pairs = [
-            (i, _index_of(self.variables, s))
-            for i, s in enumerate(self._slow_weights)
-            if s is not None
-        ]
-        if not pairs:
-            return
-        slow = [old_optimizer[j] for _, j in pairs]
-        fast_before = [old_trainable[i] for i, _ in pairs]
-        fast = [new_trainable[i] for i, _ in pairs]
-        # (0) S <- W just before the first real update
-        first = ops.logical_and(taken, ops.equal(step, 1))
-        slow = backend_lib.cond(
-            first,
-            lambda: [ops.cast(w, s.dtype) for w, s in zip(fast_before, slow)],
-            lambda: list(slow),
-        )
-        # (5) every k-th real step: W <- S + alpha (W - S);  S <- W
-        sync = ops.logical_and(
-            taken, ops.equal(ops.mod(step, self.lookahead_steps), 0)
-        )
-        fast, slow = backend_lib.cond(
-            sync,
-            lambda: self._lookahead_merge_all(fast, slow),
-            lambda: (list(fast), list(slow)),
-        )
-        for (i, j), w, s in zip(pairs, fast, slow):
-            new_trainable[i], new_optimizer[j] = w, s
-
-    def _lookahead_merge_all(self, fast, slow):
-        """(5) for lists of values: `(merged W, merged S)`."""
-        merged = [
-            transforms.lookahead_merge(w, ops.cast(s, w.dtype), self.lookahead_alpha)
-            for w, s in zip(fast, slow)
-        ]
-        return merged, [ops.cast(m, s.dtype) for m, s in zip(merged, slow)]
-
-    def _norms_tell_finiteness(self):
-        """Whether the gradients' own norms can stand in for the finite
-        check (saving a read of every gradient): each is NaN or inf exactly
-        when its gradient holds a NaN or an inf, see `transforms.l2_norm`.
-        Only where the host hands `update_step` the gradients it was given:
-        not with gradient accumulation, clipping or a loss-scale factor, nor
-        with `overwrite_with_gradient` variables (which skip the update)."""
-        host = self.inner_optimizer
-        return not (
-            host.gradient_accumulation_steps
-            or host.clipnorm
-            or host.clipvalue
-            or host.global_clipnorm
-            or host.loss_scale_factor
-            or any(
-                getattr(v, "overwrite_with_gradient", False)
-                for v in self._trainable_variables
-            )
-        )
-
-    def _standardize_ahead(self, grads):
-        """JAX: (1)-(2) for every gradient before the host's update, kept in
-        `_standardized` for `_update_step` (which gets these same gradient
-        objects), and whether all their norms are finite."""
-        norms = []
-        for index, gradient in enumerate(grads):
-            if gradient is None:
-                continue
-            standardized = self._standardize(index, gradient)
-            self._standardized[index] = (gradient, standardized)
-            norms.append(standardized[1])
-        return all_finite(norms)
-
-    def _standardize(self, index, gradient):
-        """(1)-(2) for variable `index`: `(standardized gradient, ||g||)`,
-        the raw gradient and its norm for `exclude`d variables."""
-        axes = self._standardization_axes[index]
-        if keras.backend.backend() == "tensorflow":
-            from keras_sing.backend import tensorflow as tf_backend
-
-            gradient = tf_backend.densify(gradient)
-        if axes is False:
-            dtype = transforms.compute_dtype(gradient.dtype)
-            return gradient, transforms.l2_norm(ops.cast(gradient, dtype))
-        return transforms.standardize_with_norm(
-            gradient,
-            axes,
-            self.epsilon,
-            centralize_=self.centralize,
-            normalize_=self.normalize,
-        )
-
     def _check_same_variables(self, trainable_variables):
         built_with = len(self._trainable_variables) if self.built else None
         if built_with is not None and len(trainable_variables) != built_with:
@@ -545,66 +433,9 @@ class SING(keras.optimizers.Optimizer):
                 "SING(keras.optimizers.AdamW(...)), ...)."
             )
 
-    def _step_from(self, optimizer_variables):
-        """`_real_step`, read from `stateless_apply`'s values (the variables
-        themselves hold no value inside JAX's `fit`)."""
-        host = self.inner_optimizer
-        return self._real_step_of(
-            optimizer_variables[_index_of(self.variables, host._iterations)]
-        )
-
     # ------------------------------------------------------------------ #
-    # The update, per variable.
+    # Insight: the gradient norms SING computes anyway.
     # ------------------------------------------------------------------ #
-
-    def _update_step(self, gradient, variable, learning_rate):
-        """Steps (1)-(5) for one variable, in the host's place."""
-        host = self.inner_optimizer
-        index = host._get_variable_index(variable)
-        step, is_update = self._real_step()
-        weight_before = _read(variable)  # for a skipped step (_if_finite)
-        # JAX's stateless_apply may do LookAhead after the whole step
-        lookahead = self.lookahead and not self._lookahead_deferred
-        if lookahead:
-            slow = self._seeded_slow_weight(index, variable, step, is_update)
-        if host.weight_decay and len(variable.shape) > 1:
-            self._decay_weight(variable, learning_rate)
-        ahead = self._standardized.get(index)
-        if ahead is not None and ahead[0] is gradient:
-            gradient, norm = ahead[1]
-        else:
-            gradient, norm = self._standardize(index, gradient)
-        self._record_gradient_norm(index, norm, is_update)
-        if self._published_adam:
-            self._published_adam_step(
-                gradient, variable, learning_rate, index, weight_before
-            )
-        else:
-            self._host_update_step(gradient, variable, learning_rate)
-        if lookahead:
-            self._lookahead_sync(index, variable, slow, step, is_update)
-
-    def _real_step(self):
-        """`(t, is_update)`: the 1-based real update count, and whether this
-        call really updates (False on gradient-accumulation micro-steps,
-        which JAX traces through and then discards)."""
-        return self._real_step_of(_read(self.inner_optimizer._iterations))
-
-    def _real_step_of(self, micro_steps):
-        """`_real_step` from the host's micro-step counter's value."""
-        accumulation = self.inner_optimizer.gradient_accumulation_steps
-        if not accumulation:
-            return ops.add(micro_steps, 1), True
-        step = ops.add(ops.floor_divide(micro_steps, accumulation), 1)
-        is_update = ops.equal(ops.mod(ops.add(micro_steps, 1), accumulation), 0)
-        return step, is_update
-
-    def _record_gradient_norm(self, index, norm, is_update):
-        slot = self._gradient_norms[index]
-        norm = ops.cast(norm, "float32")
-        if is_update is not True:
-            norm = ops.where(is_update, norm, _read(slot))
-        self.inner_optimizer.assign(slot, norm)
 
     @property
     def gradient_norm_variables(self):
@@ -622,117 +453,6 @@ class SING(keras.optimizers.Optimizer):
             path: float(ops.convert_to_numpy(v))
             for path, v in self.gradient_norm_variables
         }
-
-    def _seeded_slow_weight(self, index, variable, step, is_update):
-        """`S`, or `W` just before the first real update (`S <- W` then).
-
-        Returned as a value, not assigned: `_lookahead_sync` writes `S` once
-        per step. A `cond`, so that compiled steps copy `W` only at t = 1."""
-        slow = _read(self._slow_weights[index])
-        first = ops.logical_and(ops.equal(step, 1), is_update)
-        # a copy: on torch, a variable's value is its storage, which the
-        # update then changes in place
-        return backend_lib.cond(
-            first,
-            lambda: ops.copy(ops.cast(_read(variable), slow.dtype)),
-            lambda: slow,
-        )
-
-    def _decay_weight(self, variable, learning_rate):
-        # W <- W * (1 - lr * weight_decay)     (decoupled, ndim > 1 only)
-        host = self.inner_optimizer
-        if not host._use_weight_decay(variable):
-            return
-        w = _read(variable)
-        lr = ops.cast(learning_rate, w.dtype)
-        wd = ops.cast(host.weight_decay, w.dtype)
-        host.assign(variable, ops.subtract(w, w * wd * lr))
-
-    def _published_adam_step(
-        self, gradient, variable, learning_rate, index, weight_before
-    ):
-        """Step (4): Adam as published with SING, on the host's slots.
-
-        It differs from Keras's `Adam.update_step` in the denominator: the
-        bias correction divides `sqrt(v)` before the softplus (or before
-        `+ epsilon`, SING's, when `softplus=False`), where Keras adds its own
-        `epsilon` to the uncorrected `sqrt(v)`.
-        """
-        host = self.inner_optimizer
-        dtype = transforms.compute_dtype(variable.dtype)
-        g = ops.cast(gradient, dtype)
-        lr = ops.cast(learning_rate, dtype)
-        t = ops.cast(ops.add(_read(host.iterations), 1), dtype)
-        b1 = ops.cast(host.beta_1, dtype)
-        b2 = ops.cast(host.beta_2, dtype)
-        m_var = host._momentums[index]
-        v_var = host._velocities[index]
-        # m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
-        m = ops.cast(_read(m_var), dtype)
-        v = ops.cast(_read(v_var), dtype)
-        m_new = ops.add(ops.multiply(m, b1), ops.multiply(g, 1 - b1))
-        v_new = ops.add(ops.multiply(v, b2), ops.multiply(ops.square(g), 1 - b2))
-        m = self._if_finite(m_new, m, m_var)
-        v = self._if_finite(v_new, v, v_var)
-        host.assign(m_var, m)
-        host.assign(v_var, v)
-        if host.amsgrad:
-            # v_max <- max(v_max, v), used in v's place
-            v_hat_var = host._velocity_hats[index]
-            v_hat = ops.cast(_read(v_hat_var), dtype)
-            v = self._if_finite(ops.maximum(v_hat, v), v_hat, v_hat_var)
-            host.assign(v_hat_var, v)
-        # d <- sqrt(v) / sqrt(1 - b2^t)
-        d = ops.divide(ops.sqrt(v), ops.sqrt(1 - ops.power(b2, t)))
-        if self._softplus:
-            # d <- softplus(beta * d) / beta
-            d = transforms.softplus_calibrate(d, self.softplus_beta)
-        else:
-            # d <- d + eps
-            d = ops.add(d, self.epsilon)
-        # W <- W - lr / (1 - b1^t) * m / d
-        step_size = ops.divide(lr, 1 - ops.power(b1, t))
-        w = ops.cast(_read(variable), dtype)
-        host.assign(
-            variable,
-            self._if_finite(
-                ops.subtract(w, step_size * ops.divide(m, d)),
-                ops.cast(weight_before, dtype),
-                variable,
-            ),
-        )
-
-    def _if_finite(self, new, old, variable):
-        """`where(finite, new, old)` when JAX's `stateless_apply` knows the
-        step's finiteness before the update (`_step_finite`), else `new`.
-
-        Selecting each slot where it is computed (and not again after the
-        step) lets XLA compute `W` from the stored `m` and `v`, as for
-        Keras's AdamW; a select after the step made it recompute them from
-        their old values in `W`'s pass, and copy those (~1.5x slower on
-        CPU)."""
-        if self._step_finite is None:
-            return new
-        self._selected_in_step.add(id(variable))
-        return ops.where(self._step_finite, new, old)
-
-    def _lookahead_sync(self, index, variable, slow, step, is_update):
-        """(5) for one variable: every k-th real step, `W <- S + alpha (W -
-        S)` and `S <- W`. A `cond`, not per-element masks: compiled, the
-        other steps leave `S` untouched, and XLA computes the host's new `W`
-        once instead of once per output (see `_lookahead_after_step`)."""
-        sync = ops.logical_and(
-            ops.equal(ops.mod(step, self.lookahead_steps), 0), is_update
-        )
-        fast = _read(variable)
-        (fast,), (slow,) = backend_lib.cond(
-            sync,
-            lambda: self._lookahead_merge_all([fast], [slow]),
-            lambda: ([fast], [slow]),
-        )
-        host = self.inner_optimizer
-        host.assign(variable, fast)
-        host.assign(self._slow_weights[index], slow)
 
     # ------------------------------------------------------------------ #
     # The host's state and settings, seen through SING.
@@ -777,6 +497,7 @@ class SING(keras.optimizers.Optimizer):
             "centralize_axes": _serialize_rule(self.centralize_axes),
             "exclude": _serialize_rule(self.exclude),
             "on_nonfinite": self.on_nonfinite,
+            "weight_decay_mode": self.weight_decay_mode,
         }
 
     @classmethod
@@ -793,54 +514,84 @@ class SING(keras.optimizers.Optimizer):
         return cls(host, **config)
 
 
+def _host_setting(name):
+    """A property that reads and sets the host's `name`. Set before the
+    host exists (by the base class's __init__, with its defaults), it is
+    dropped: those settings are the host's."""
+
+    def get(self):
+        return getattr(self.inner_optimizer, name)
+
+    def set_(self, value):
+        host = self.__dict__.get("inner_optimizer")
+        if host is not None:
+            setattr(host, name, value)
+
+    return property(get, set_, doc=f"The host's `{name}`.")
+
+
+for _name in _HOST_ARGUMENTS:
+    if _name != "learning_rate":
+        setattr(SING, _name, _host_setting(_name))
+
+
 # ---------------------------------------------------------------------- #
-# Helpers.
+# Argument checks and rules.
 # ---------------------------------------------------------------------- #
 
 
-def all_finite(grads):
-    """A scalar boolean: no gradient holds a NaN or an infinity."""
-    if keras.backend.backend() == "torch":
-        from keras_sing.backend import torch as torch_backend
+def _warn_about(guessed, degenerate):
+    if guessed:
+        warnings.warn(
+            "SING could not find the layer of these variables (no model "
+            "built the optimizer: a custom loop?) and guessed their "
+            "centralization axes from their rank and name (all axes but "
+            f"the last): {guessed}. The guess is wrong for depthwise and "
+            "attention (EinsumDense) kernels. Pass "
+            "`centralize_axes=keras_sing.fan_in_axes(model)` to SING to use "
+            "each layer's exact fan-in, or your own axes.",
+            stacklevel=3,
+        )
+    if degenerate:
+        warnings.warn(
+            "These variables have a fan-in of size 1, so centralization "
+            f"would set their gradient to zero: {degenerate}. SING does not "
+            "centralize them (it only normalizes), where the published code "
+            "would never train them. Pass `centralize_axes` to choose "
+            "otherwise.",
+            stacklevel=3,
+        )
 
-        if torch_backend.FAST_PATH:
-            return torch_backend.all_finite(grads)
-    # sum(0 * g) is 0 for a finite g and NaN if g holds a NaN or an inf
-    # (inf * 0 = NaN), and cannot overflow: a plain float reduction, which
-    # XLA fuses better than a reduction of booleans.
-    grads = [_values_of(g) for g in grads if g is not None]
-    sums = [ops.sum(ops.multiply(g, 0)) for g in grads]
-    if not sums:
-        return ops.convert_to_tensor(True)
-    return ops.isfinite(ops.sum(ops.stack([ops.cast(x, "float32") for x in sums])))
 
-
-def _values_of(gradient):
-    """The values of a `tf.IndexedSlices` gradient, or the gradient."""
-    if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
-        return gradient.values
-    return gradient
-
-
-def _index_of(variables, variable):
+def _position(variables, variable):
     return next(i for i, v in enumerate(variables) if v is variable)
 
 
-def _tf_replica_context():
-    """Whether `apply` runs per replica under a tf.distribute strategy."""
-    from keras_sing.backend import tensorflow as tf_backend
+def _check_lookahead(lookahead_steps, lookahead_alpha):
+    if isinstance(lookahead_steps, bool) or not isinstance(
+        lookahead_steps, int
+    ) or lookahead_steps < 1:
+        raise ValueError(
+            "Argument `lookahead_steps` must be an int >= 1 (1 syncs every "
+            f"step). Received: lookahead_steps={lookahead_steps!r}"
+        )
+    if not isinstance(lookahead_alpha, (int, float)) or not (
+        0.0 < lookahead_alpha <= 1.0
+    ):
+        raise ValueError(
+            "Argument `lookahead_alpha` must be a float in (0, 1] (1 keeps "
+            "the fast weights; use `lookahead=False` to turn LookAhead "
+            f"off). Received: lookahead_alpha={lookahead_alpha!r}"
+        )
 
-    return tf_backend.in_replica_context()
 
-
-def _read(variable):
-    """The tensor value of a `keras.Variable` (backend variables pass)."""
-    return variable.value if isinstance(variable, keras.Variable) else variable
-
-
-def _no_weight_decay(variables):
-    """Stands in for the host's `_apply_weight_decay`: SING decays in (3)."""
-    del variables
+def _check_choice(name, value, choices):
+    if not any(value is c or (isinstance(c, str) and value == c) for c in choices):
+        raise ValueError(
+            f"Argument `{name}` must be one of "
+            f"{', '.join(repr(c) for c in choices)}. "
+            f"Received: {name}={value!r}"
+        )
 
 
 def _reject_host_arguments(kwargs):
@@ -923,7 +674,7 @@ def _matches(rule, variable):
     if callable(rule):
         return bool(rule(variable))
     patterns = [rule] if isinstance(rule, str) else rule
-    return any(re.search(p, variable.path) for p in patterns)
+    return any(re.search(p, _host.path_of(variable)) for p in patterns)
 
 
 def _serialize_rule(rule):

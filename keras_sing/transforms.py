@@ -1,11 +1,17 @@
-"""SING's per-tensor math on `keras.ops`: one small function per equation.
+"""SING's math on `keras.ops`: one small function per equation.
 
-Every function takes one tensor and returns one tensor; none of them holds
-state or branches in Python on a tensor value, so all of them trace under
-`tf.function`, XLA, `jax.jit` and torch alike. Reference: Courtois et al.,
-[SING: A Plug-and-Play DNN Learning Technique](
-https://arxiv.org/abs/2305.15997), 2023.
+This module is keras_sing's one statement of the algorithm
+(docs/algorithm.md maps each equation to its function here). Every function
+takes and returns values, never variables; none holds state or branches in
+Python on a tensor value, so all of them trace under `tf.function`, XLA,
+`jax.jit` and torch alike. `sing_adam_step` is the whole per-variable step
+of the paper's recipe; the optimizer's execution paths call these
+functions, and the batched fast paths (`keras_sing.backend.torch`) are
+tested against them. Reference: Courtois et al., [SING: A Plug-and-Play DNN
+Learning Technique](https://arxiv.org/abs/2305.15997), 2023.
 """
+
+import collections
 
 from keras import backend
 from keras import ops
@@ -116,7 +122,7 @@ def normalize(gradient, epsilon):
 
 
 def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
-    """SING's gradient standardization (SPEC section 1): centralize, normalize.
+    """SING's gradient standardization: centralize, then normalize.
 
     Update rule:
         g <- g - mean(g, axes)           if centralize_ and axes
@@ -188,3 +194,202 @@ def lookahead_merge(fast, slow, alpha):
     """
     # W <- S + alpha * (W - S)
     return ops.add(slow, ops.multiply(ops.subtract(fast, slow), alpha))
+
+
+def decoupled_weight_decay(weight, learning_rate, weight_decay):
+    """AdamW's decoupled weight decay, applied before the update.
+
+    Update rule:
+        W <- W - lr * weight_decay * W
+
+    Reference: Loshchilov and Hutter, [Decoupled Weight Decay
+    Regularization](https://arxiv.org/abs/1711.05101), 2019.
+    """
+    # W <- W - W * wd * lr
+    return ops.subtract(weight, weight * weight_decay * learning_rate)
+
+
+def adam_moments(m, v, gradient, beta_1, beta_2):
+    """Adam's first and second moments.
+
+    Update rule:
+        m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+    """
+    # m <- b1 m + (1 - b1) g
+    m = ops.add(ops.multiply(m, beta_1), ops.multiply(gradient, 1 - beta_1))
+    # v <- b2 v + (1 - b2) g^2
+    v = ops.add(
+        ops.multiply(v, beta_2), ops.multiply(ops.square(gradient), 1 - beta_2)
+    )
+    return m, v
+
+
+def adam_denominator(v, step, beta_2, epsilon, softplus_beta=None):
+    """Adam's denominator, bias-corrected, as published with SING.
+
+    Update rule:
+        d <- sqrt(v) / sqrt(1 - b2^t)
+        d <- softplus(beta * d) / beta     if softplus_beta (SAdam)
+        d <- d + epsilon                   otherwise
+
+    Keras's `Adam` adds its `epsilon` to the uncorrected `sqrt(v)` instead.
+    """
+    # d <- sqrt(v) / sqrt(1 - b2^t)
+    d = ops.divide(ops.sqrt(v), ops.sqrt(1 - ops.power(beta_2, step)))
+    if softplus_beta is not None:
+        return softplus_calibrate(d, softplus_beta)
+    # d <- d + eps
+    return ops.add(d, epsilon)
+
+
+def adam_update(weight, m, denominator, learning_rate, step, beta_1):
+    """Adam's bias-corrected step.
+
+    Update rule:
+        W <- W - lr / (1 - b1^t) * m / d
+    """
+    # W <- W - lr / (1 - b1^t) * m / d
+    step_size = ops.divide(learning_rate, 1 - ops.power(beta_1, step))
+    return ops.subtract(weight, step_size * ops.divide(m, denominator))
+
+
+def lookahead_seed(slow, weight, first):
+    """LookAhead's slow copy, taken just before the first update.
+
+    Update rule:
+        S <- W     at t = 1
+
+    A `cond` on the scalar `first`: compiled, the other steps do not copy.
+    """
+    # a copy: on torch a variable's value is its storage, which the update
+    # then changes in place
+    return backend_lib.cond(
+        first,
+        lambda: ops.copy(ops.cast(weight, slow.dtype)),
+        lambda: slow,
+    )
+
+
+def lookahead_sync(weight, slow, sync, alpha):
+    """LookAhead's synchronization, every k-th step: `(W, S)`.
+
+    Update rule:
+        W <- S + alpha (W - S) ;  S <- W      when `sync`
+
+    A `cond` on the scalar `sync`: compiled, the other steps leave `S`
+    untouched.
+    """
+
+    def merged():
+        w = lookahead_merge(weight, ops.cast(slow, weight.dtype), alpha)
+        return w, ops.cast(w, slow.dtype)
+
+    return backend_lib.cond(sync, merged, lambda: (weight, slow))
+
+
+# The hyper-parameters of `sing_adam_step`: Python numbers (or scalars).
+AdamHyper = collections.namedtuple(
+    "AdamHyper",
+    [
+        "beta_1",  # Adam's b1
+        "beta_2",  # Adam's b2
+        "weight_decay",  # decoupled decay, 0 for none
+        "epsilon",  # of the normalization and (without softplus) of d
+        "softplus_beta",  # beta of the softplus calibration, None for off
+        "centralize_axes",  # fan-in axes, None for no centralization
+        "normalize",  # whether to normalize
+        "standardize",  # False: the gradient is used as given (exclude)
+        "lookahead_steps",  # k, None for no LookAhead
+        "lookahead_alpha",  # alpha
+    ],
+)
+
+
+def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
+                   v_max=None, is_update=True):
+    """The paper's whole step for one variable: AdamW + SING + LookAhead.
+
+    Update rule, at real step `t` (docs/algorithm.md):
+        S <- W                                    t = 1 (LookAhead)
+        W <- W - lr wd W                          decoupled decay
+        g <- standardize(G) ;  n = ||g||_2        centralize, normalize
+        m, v <- adam_moments(m, v, g)
+        v_max <- max(v_max, v), used as v         amsgrad
+        W <- W - lr / (1 - b1^t) m / d(v)         d: adam_denominator
+        W, S <- S + alpha (W - S), W              t % k = 0 (LookAhead)
+
+    Args:
+        gradient, weight, m, v, slow: values (not variables); `slow` and
+            `v_max` may be `None` (no LookAhead, no amsgrad).
+        step: `t`, the 1-based real update count (a scalar).
+        learning_rate: `lr_t` (a scalar).
+        hyper: an `AdamHyper`.
+        v_max: amsgrad's running maximum of `v`, or `None`.
+        is_update: `False` on gradient-accumulation micro-steps whose
+            results are discarded: then LookAhead neither seeds nor syncs.
+
+    Returns:
+        `(weight, m, v, v_max, slow, norm)`, the new values and `||g||_2`
+        (the norm the normalization divides by; the raw gradient's for an
+        unstandardized variable). Nothing is decided here about
+        non-finite gradients: the caller keeps or discards the whole step.
+    """
+    dtype = compute_dtype(weight.dtype)
+    lr = ops.cast(learning_rate, dtype)
+    t = ops.cast(step, dtype)
+    w = ops.cast(weight, dtype)
+    if slow is not None:
+        first = ops.logical_and(ops.equal(step, 1), is_update)
+        slow = lookahead_seed(slow, weight, first)
+    if hyper.weight_decay:
+        w = decoupled_weight_decay(w, lr, ops.cast(hyper.weight_decay, dtype))
+    g, norm = standardize_gradient(gradient, hyper)
+    g = ops.cast(g, dtype)
+    # b1, b2 in the compute dtype, in the moments and the bias corrections
+    # alike: at t = 1 their rounding then cancels in v / (1 - b2^t)
+    b1 = ops.cast(hyper.beta_1, dtype)
+    b2 = ops.cast(hyper.beta_2, dtype)
+    m, v = adam_moments(ops.cast(m, dtype), ops.cast(v, dtype), g, b1, b2)
+    v_used = v
+    if v_max is not None:
+        # v_max <- max(v_max, v), used in v's place
+        v_max = v_used = ops.maximum(ops.cast(v_max, dtype), v)
+    d = adam_denominator(v_used, t, b2, hyper.epsilon, hyper.softplus_beta)
+    w = adam_update(w, m, d, lr, t, b1)
+    if slow is not None:
+        sync = ops.logical_and(
+            ops.equal(ops.mod(step, hyper.lookahead_steps), 0), is_update
+        )
+        w, slow = lookahead_sync(w, slow, sync, hyper.lookahead_alpha)
+    return w, m, v, v_max, slow, norm
+
+
+def standardize_gradient(gradient, hyper):
+    """(1)-(2) as `hyper` says: `(g, ||g||_2)`; the raw gradient and its
+    norm when `hyper.standardize` is false."""
+    if not hyper.standardize:
+        dtype = compute_dtype(gradient.dtype)
+        return gradient, l2_norm(ops.cast(gradient, dtype))
+    return standardize_with_norm(
+        gradient,
+        hyper.centralize_axes,
+        hyper.epsilon,
+        normalize_=hyper.normalize,
+    )
+
+
+def all_finite(tensors):
+    """A scalar boolean: no tensor holds a NaN or an infinity.
+
+    `sum(0 * x)` is 0 for a finite `x` and NaN if `x` holds a NaN or an inf
+    (inf * 0 = NaN), and cannot overflow: a plain float reduction, which
+    XLA fuses better than a reduction of booleans. `None`s are ignored.
+    """
+    sums = [
+        ops.cast(ops.sum(ops.multiply(x, 0)), "float32")
+        for x in tensors
+        if x is not None
+    ]
+    if not sums:
+        return ops.convert_to_tensor(True)
+    return ops.isfinite(ops.sum(ops.stack(sums)))

@@ -1,8 +1,11 @@
 """Backend-specific pieces of keras_sing, each imported only on its backend.
 
-The core (`keras_sing.sing`, `keras_sing.transforms`) uses `keras.ops` only;
-what cannot be said that way lives here, one module per backend, and is
-tested against the generic path.
+The bottom of keras_sing's imports: this package imports nothing of
+keras_sing. Its functions take tensors, callables and hyper-parameters,
+never the optimizer. What `keras.ops` cannot say lives here: control flow
+that is cheap both eagerly and compiled, sparse gradients, and one module
+per backend (`tensorflow`: tf.distribute and graph assertions; `torch`: the
+batched `_foreach` step), each tested against the generic path.
 """
 
 import keras
@@ -63,3 +66,40 @@ def raise_if_false(condition, step, message):
 def _raise_if_false(condition, step, message):
     if not bool(condition):
         raise FloatingPointError(message.format(step=int(step)))
+
+
+def is_sparse(gradient):
+    """Whether `gradient` is a sparse tensor (TF `IndexedSlices`, JAX
+    `BCOO`)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from keras_sing.backend import tensorflow as tf_backend
+
+        return tf_backend.is_sparse(gradient)
+    if backend == "jax":
+        from jax.experimental import sparse
+
+        return isinstance(gradient, sparse.JAXSparse)
+    return False
+
+
+def densify(gradient):
+    """`gradient` as a dense tensor: standardization needs the whole
+    tensor (its norm, and means across rows)."""
+    if not is_sparse(gradient):
+        return gradient
+    if keras.backend.backend() == "tensorflow":
+        from keras_sing.backend import tensorflow as tf_backend
+
+        return tf_backend.densify(gradient)
+    return gradient.todense()
+
+
+def values_of(gradient):
+    """The stored values of a sparse gradient (all a finiteness check
+    needs), or the gradient."""
+    if not is_sparse(gradient):
+        return gradient
+    return gradient.values if keras.backend.backend() == "tensorflow" else (
+        gradient.data
+    )

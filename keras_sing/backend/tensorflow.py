@@ -1,12 +1,10 @@
-"""TensorFlow backend: dense gradients, tf.distribute, graph assertions.
-
-`tf.GradientTape` returns `tf.IndexedSlices` for gathered tables
-(`Embedding`). Standardization needs the whole tensor (its norm, and means
-across rows for kernels), and SING's Adam step updates every row's moments
-anyway, so sparse gradients are made dense first.
-"""
+"""TensorFlow backend: sparse gradients, tf.distribute, graph assertions."""
 
 import tensorflow as tf
+
+
+def is_sparse(gradient):
+    return isinstance(gradient, tf.IndexedSlices)
 
 
 def densify(gradient):
@@ -37,9 +35,10 @@ def in_replica_context():
     return tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
 
 
-def distributed_apply_if_finite(sing, grads, trainable_variables):
-    """`sing.inner_optimizer.apply`, skipped on all replicas if any replica
-    has a non-finite gradient.
+def apply_if_all_replicas_finite(all_finite, apply, skip, after, grads):
+    """Under a tf.distribute strategy, in replica context: `apply(grads)` on
+    every replica if no replica's `all_finite(grads)` is false, else
+    `skip()`; then `after(finite)`.
 
     The host's apply synchronizes replicas (`merge_call`), which TF does not
     allow inside a `cond` in replica context; so, as Keras's
@@ -47,9 +46,8 @@ def distributed_apply_if_finite(sing, grads, trainable_variables):
     where the replicas' flags are combined (a NaN on one replica is a NaN on
     all after the all-reduce).
     """
-    from keras_sing.sing import all_finite
 
-    def cross_replica(distribution, grads, trainable_variables):
+    def cross_replica(distribution, grads):
         # number of replicas whose gradients are not all finite (ReduceOp
         # has no MIN, so count them)
         bad_per_replica = distribution.extended.call_for_each_replica(
@@ -59,13 +57,9 @@ def distributed_apply_if_finite(sing, grads, trainable_variables):
         finite = tf.equal(bad, 0.0)
 
         def apply_fn():
-            distribution.extended.call_for_each_replica(
-                sing.inner_optimizer.apply, args=(grads, trainable_variables)
-            )
+            distribution.extended.call_for_each_replica(apply, args=(grads,))
 
-        tf.cond(finite, apply_fn, sing._count_skipped_step)
-        sing._raise_if_requested(finite, lambda: sing.iterations + 1)
+        tf.cond(finite, apply_fn, skip)
+        after(finite)
 
-    tf.distribute.get_replica_context().merge_call(
-        cross_replica, args=(grads, trainable_variables)
-    )
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads,))

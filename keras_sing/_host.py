@@ -1,0 +1,384 @@
+"""Everything of keras_sing that touches Keras internals.
+
+SING must act on the gradient the host applies: after the host's gradient
+accumulation and, under `tf.distribute`, after the cross-replica sum, both
+of which happen inside the host's `apply`, just before its per-variable
+`update_step`. Keras has no hook there, so SING takes over the host
+instance's `update_step` (and its weight decay, which SING applies per
+variable, as the paper does). On torch, Keras swaps stock `Adam`, `AdamW`,
+`SGD`, `Lion`, ... for fused subclasses whose `_backend_update_step` never
+calls `update_step`; SING replaces that too, with the batched step of
+`keras_sing.backend.torch` or the host's non-fused path.
+
+This module reads the host's slots (`_momentums`, `_velocities`, ...), its
+micro-step counter and its variable index; it calls the math of
+`keras_sing.transforms` and writes the results back. Nothing else in
+keras_sing reaches into Keras's private attributes.
+"""
+
+import functools
+import sys
+
+import keras
+from keras import ops
+
+from keras_sing import axes as axes_lib
+from keras_sing import backend as backend_lib
+from keras_sing import transforms
+
+# tests turn it off to compare the torch fast path with the generic path
+TORCH_FAST_PATH = True
+
+
+def read(variable):
+    """The tensor value of a `keras.Variable` (backend values pass)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def path_of(variable):
+    """`variable.path`; the name of a plain backend variable (`tf.Variable`
+    has no path)."""
+    return getattr(variable, "path", None) or variable.name
+
+
+def find_building_model(variables):
+    """The model whose `trainable_variables` hold all of `variables`, found
+    among the callers of `optimizer.build` (Keras's trainer calls
+    `optimizer.build(self.trainable_variables)` from `fit`,
+    `train_on_batch`, `load_model`...), or `None` (a custom loop)."""
+    wanted = {id(v) for v in variables}
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, keras.layers.Layer):
+            held = {id(v) for v in candidate.weights}
+            if wanted <= held:
+                return candidate
+        frame = frame.f_back
+    return None
+
+
+def layer_rules_for(variables):
+    """`{id(variable): axes or axes_lib.UNKNOWN}` from the layers of the
+    model that is building the optimizer (empty without one)."""
+    model = find_building_model(variables)
+    return {} if model is None else axes_lib.layer_rules(model, variables)
+
+
+def mark_built(optimizer, variables):
+    """What the base class's `build` records, without its EMA copies and
+    gradient accumulators (those are the host's): the variables' indices,
+    kept untracked (they are the model's, not the optimizer's)."""
+    for i, variable in enumerate(variables):
+        optimizer._trainable_variables_indices[optimizer._var_key(variable)] = i
+    object.__setattr__(optimizer, "_trainable_variables", list(variables))
+    optimizer.built = True
+
+
+# ---------------------------------------------------------------------- #
+# Taking over the host's update.
+# ---------------------------------------------------------------------- #
+
+
+def take_over(sing, host):
+    """Routes the host's per-variable update through SING (see the module
+    docstring). A host belongs to one SING."""
+    if getattr(host, "_sing_hosted", False):
+        raise ValueError(
+            "Argument `optimizer` is already the host of another SING "
+            "optimizer; a host belongs to one SING. Create a new host, e.g. "
+            "SING(keras.optimizers.AdamW(...))."
+        )
+    host._sing_hosted = True
+    host_update_step = host.update_step
+    host.update_step = functools.partial(update_step, sing, host_update_step)
+    host._apply_weight_decay = _no_weight_decay
+    if keras.backend.backend() == "torch":
+        host._backend_update_step = _torch_backend_update_step(sing, host)
+
+
+def _no_weight_decay(variables):
+    """Stands in for the host's `_apply_weight_decay`: SING decays itself,
+    per variable (`decays`)."""
+    del variables
+
+
+def decays(sing, variable):
+    """Whether the host's decoupled weight decay applies to `variable`:
+    the host's own rule (`weight_decay`, `exclude_from_weight_decay`), and
+    with `weight_decay_mode="paper"` only for ndim > 1."""
+    host = sing.inner_optimizer
+    if not host.weight_decay or not host._use_weight_decay(variable):
+        return False
+    return sing.weight_decay_mode == "host" or len(variable.shape) > 1
+
+
+def real_step(host, micro_steps):
+    """`(t, is_update)` from the host's micro-step counter's value: the
+    1-based real update count, and whether this call really updates (False
+    on gradient-accumulation micro-steps, which JAX traces through and then
+    discards)."""
+    accumulation = host.gradient_accumulation_steps
+    if not accumulation:
+        return ops.add(micro_steps, 1), True
+    step = ops.add(ops.floor_divide(micro_steps, accumulation), 1)
+    is_update = ops.equal(ops.mod(ops.add(micro_steps, 1), accumulation), 0)
+    return step, is_update
+
+
+def adam_hyper(sing, index, variable):
+    """`transforms.AdamHyper` of variable `index` (an Adam/AdamW host)."""
+    host = sing.inner_optimizer
+    standardize, axes = sing._plans[index]
+    return transforms.AdamHyper(
+        beta_1=host.beta_1,
+        beta_2=host.beta_2,
+        weight_decay=host.weight_decay if decays(sing, variable) else 0.0,
+        epsilon=sing.epsilon,
+        softplus_beta=sing.softplus_beta if sing._softplus else None,
+        centralize_axes=axes,
+        normalize=sing.normalize,
+        standardize=standardize,
+        lookahead_steps=sing.lookahead_steps,
+        lookahead_alpha=sing.lookahead_alpha,
+    )
+
+
+def update_step(sing, host_update_step, gradient, variable, learning_rate):
+    """SING's step for one variable, in the host's `update_step` place."""
+    host = sing.inner_optimizer
+    index = host._get_variable_index(variable)
+    step, is_update = real_step(host, read(host._iterations))
+    slow_var = sing._slow_weights[index] if sing.lookahead else None
+    standardize, _ = sing._plans[index]
+    if standardize or sing._published_adam:
+        gradient = backend_lib.densify(gradient)
+    if sing._published_adam:
+        hyper = adam_hyper(sing, index, variable)
+        v_max = host._velocity_hats[index] if host.amsgrad else None
+        w, m, v, v_max_new, slow, norm = transforms.sing_adam_step(
+            gradient,
+            read(variable),
+            read(host._momentums[index]),
+            read(host._velocities[index]),
+            None if slow_var is None else read(slow_var),
+            step,
+            learning_rate,
+            hyper,
+            v_max=None if v_max is None else read(v_max),
+            is_update=is_update,
+        )
+        host.assign(host._momentums[index], m)
+        host.assign(host._velocities[index], v)
+        if v_max is not None:
+            host.assign(v_max, v_max_new)
+        host.assign(variable, w)
+    else:
+        slow = None
+        if slow_var is not None:
+            first = ops.logical_and(ops.equal(step, 1), is_update)
+            slow = transforms.lookahead_seed(read(slow_var), read(variable), first)
+        if decays(sing, variable):
+            w = read(variable)
+            host.assign(
+                variable,
+                transforms.decoupled_weight_decay(
+                    w,
+                    ops.cast(learning_rate, w.dtype),
+                    ops.cast(host.weight_decay, w.dtype),
+                ),
+            )
+        gradient, norm = _standardize_for_host(sing, index, gradient)
+        host_update_step(gradient, variable, learning_rate)
+        if slow is not None:
+            sync = ops.logical_and(
+                ops.equal(ops.mod(step, sing.lookahead_steps), 0), is_update
+            )
+            w, slow = transforms.lookahead_sync(
+                read(variable), slow, sync, sing.lookahead_alpha
+            )
+            host.assign(variable, w)
+    if slow_var is not None:
+        host.assign(slow_var, slow)
+    _record_gradient_norm(sing, index, norm, is_update)
+
+
+def _standardize_for_host(sing, index, gradient):
+    """(1)-(2) for a host's own update: `(gradient, ||g||)`. A gradient
+    SING leaves unchanged (`exclude`, or both transforms off) reaches the
+    host as given, sparse included."""
+    standardize, axes = sing._plans[index]
+    if not standardize:
+        dense = backend_lib.densify(gradient)
+        dtype = transforms.compute_dtype(dense.dtype)
+        return gradient, transforms.l2_norm(ops.cast(dense, dtype))
+    return transforms.standardize_with_norm(
+        gradient, axes, sing.epsilon, normalize_=sing.normalize
+    )
+
+
+def _record_gradient_norm(sing, index, norm, is_update):
+    slot = sing._gradient_norms[index]
+    norm = ops.cast(norm, "float32")
+    if is_update is not True:
+        norm = ops.where(is_update, norm, read(slot))
+    sing.inner_optimizer.assign(slot, norm)
+
+
+# ---------------------------------------------------------------------- #
+# torch: the batched step.
+# ---------------------------------------------------------------------- #
+
+
+def _torch_backend_update_step(sing, host):
+    """The `_backend_update_step` SING installs on a torch host: the
+    batched step of `keras_sing.backend.torch` where it applies, else the
+    host's non-fused path (which calls `update_step`)."""
+    import torch
+    from keras.src.backend.torch.optimizers.torch_parallel_optimizer import (
+        TorchParallelOptimizer,
+    )
+
+    fused_host = isinstance(host, TorchParallelOptimizer)
+    if fused_host:
+        generic = super(TorchParallelOptimizer, host)._backend_update_step
+        host_fused = host._backend_update_step
+    else:
+        generic, host_fused = host._backend_update_step, None
+
+    def backend_update_step(grads, trainable_variables, learning_rate):
+        dtypes = {v.value.dtype for v in trainable_variables}
+        usable = dtypes <= {torch.float32, torch.float64} and (
+            sing._published_adam or host_fused is not None
+        )
+        with torch.no_grad():
+            if TORCH_FAST_PATH and usable:
+                _torch_fused_step(
+                    sing, host, host_fused, grads, trainable_variables,
+                    learning_rate,
+                )
+            else:
+                generic(grads, trainable_variables, learning_rate)
+
+    return backend_update_step
+
+
+def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
+    """`update_step` for all variables at once, with `_foreach` kernels."""
+    import torch
+
+    from keras_sing.backend import torch as torch_backend
+
+    index = [host._get_variable_index(v) for v in keras_vars]
+    weights = [v.value for v in keras_vars]
+    grads = [
+        torch.as_tensor(g, dtype=w.dtype, device=w.device)
+        for g, w in zip(grads, weights)
+    ]
+    ref = weights[0]
+    # t: the real step (torch runs this only on real updates, after the
+    # host's accumulation cond), on the device: no synchronization
+    t = torch.as_tensor(read(host.iterations), dtype=ref.dtype, device=ref.device) + 1
+    lr = torch.as_tensor(read(learning_rate), dtype=ref.dtype, device=ref.device)
+    if sing.lookahead:
+        # LookAhead touches S only at t = 1 and every k-th step, so the
+        # step number is read on the host: one synchronization per step
+        slow = [sing._slow_weights[i].value for i in index]
+        step = int(t.item())
+        if step == 1:
+            torch_backend.lookahead_seed(slow, weights)
+    if host.weight_decay:
+        torch_backend.decoupled_weight_decay(
+            [w for w, v in zip(weights, keras_vars) if decays(sing, v)],
+            lr,
+            host.weight_decay,
+        )
+    plans = [sing._plans[i] for i in index]
+    grads, norms = torch_backend.standardize(
+        grads,
+        [axes if standardize else None for standardize, axes in plans],
+        [standardize and sing.normalize for standardize, _ in plans],
+        sing.epsilon,
+    )
+    torch._foreach_copy_(
+        [sing._gradient_norms[i].value for i in index],
+        [n.to(torch.float32) for n in norms],
+    )
+    if sing._published_adam:
+        torch_backend.published_adam(
+            grads,
+            weights,
+            [host._momentums[i].value for i in index],
+            [host._velocities[i].value for i in index],
+            [host._velocity_hats[i].value for i in index]
+            if host.amsgrad
+            else None,
+            t,
+            lr,
+            float(host.beta_1),
+            float(host.beta_2),
+            sing.epsilon,
+            sing.softplus_beta if sing._softplus else None,
+        )
+    else:
+        host_fused(grads, keras_vars, learning_rate)
+    if sing.lookahead and step % sing.lookahead_steps == 0:
+        torch_backend.lookahead_sync(weights, slow, sing.lookahead_alpha)
+
+
+# ---------------------------------------------------------------------- #
+# Finiteness.
+# ---------------------------------------------------------------------- #
+
+
+def all_finite(grads):
+    """A scalar boolean: no gradient holds a NaN or an infinity
+    (`transforms.all_finite`, batched on torch)."""
+    values = [None if g is None else backend_lib.values_of(g) for g in grads]
+    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
+        from keras.ops import convert_to_tensor
+
+        from keras_sing.backend import torch as torch_backend
+
+        return torch_backend.all_finite(
+            [None if g is None else convert_to_tensor(g) for g in values]
+        )
+    return transforms.all_finite(values)
+
+
+def stateless_apply_unchecked(sing, optimizer_values, grads, trainable_values):
+    """The host's `apply` in a `StatelessScope` (JAX's functional step):
+    `(new trainable values, new optimizer values)` in the order of
+    `sing._trainable_variables` and `sing.variables`."""
+    mapping = list(zip(sing._trainable_variables, trainable_values)) + list(
+        zip(sing.variables, optimizer_values)
+    )
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        sing.inner_optimizer.apply(grads)
+    return (
+        [scope.get_current_value(v) for v in sing._trainable_variables],
+        [scope.get_current_value(v) for v in sing.variables],
+    )
+
+
+def apply_per_replica_if_finite(sing, grads, trainable_variables):
+    """tf.distribute: the step on every replica if all are finite."""
+    from keras_sing.backend import tensorflow as tf_backend
+
+    tf_backend.apply_if_all_replicas_finite(
+        all_finite,
+        lambda g: sing.inner_optimizer.apply(g, trainable_variables),
+        sing._count_skipped_step,
+        lambda finite: sing._raise_if_requested(
+            finite, lambda: ops.add(read(sing.inner_optimizer.iterations), 1)
+        ),
+        grads,
+    )
+
+
+def in_tf_replica_context():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from keras_sing.backend import tensorflow as tf_backend
+
+    return tf_backend.in_replica_context()
