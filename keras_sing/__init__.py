@@ -5,8 +5,8 @@
 
 from keras_sing import callbacks
 from keras_sing import datasets
+from keras_sing._host import fan_in_axes
 from keras_sing.axes import default_centralize_axes
-from keras_sing.axes import fan_in_axes
 from keras_sing.sing import SING
 from keras_sing.version import __version__
 

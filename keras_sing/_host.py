@@ -42,8 +42,8 @@ def path_of(variable):
 
 
 def find_building_model(variables):
-    """The model whose `trainable_variables` hold all of `variables`, found
-    among the callers of `optimizer.build` (Keras's trainer calls
+    """The model whose weights hold all of `variables`, found among the
+    callers of `optimizer.build` (Keras's trainer calls
     `optimizer.build(self.trainable_variables)` from `fit`,
     `train_on_batch`, `load_model`...), or `None` (a custom loop)."""
     wanted = {id(v) for v in variables}
@@ -58,11 +58,58 @@ def find_building_model(variables):
     return None
 
 
+def layers_of(model):
+    """`{id(variable): layer}` for every weight of `model`, each mapped to
+    the innermost layer that holds it."""
+    owner = {}
+    # pre-order: a nested layer comes after its parent and overrides it
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for variable in layer.weights:
+            owner[id(variable)] = layer
+    return owner
+
+
 def layer_rules_for(variables):
     """`{id(variable): axes or axes_lib.UNKNOWN}` from the layers of the
     model that is building the optimizer (empty without one)."""
     model = find_building_model(variables)
-    return {} if model is None else axes_lib.layer_rules(model, variables)
+    if model is None:
+        return {}
+    return axes_lib.rules_from_layers(variables, layers_of(model))
+
+
+def fan_in_axes(model):
+    """Per-variable centralization axes read from the layers of `model`.
+
+    Returns a dict `{regex: axes}` (anchored, escaped variable paths) for
+    every trainable variable of `model` whose layer is known (the table in
+    docs/algorithm.md and `keras_sing.axes`), ready for
+    `SING(..., centralize_axes=fan_in_axes(model))`. `fit` finds these
+    rules by itself; pass them in custom loops (`apply_gradients`,
+    `stateless_apply`), where SING sees variables but no model.
+
+    Example:
+
+        model = keras_hub.models.BertBackbone(...)
+        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2),
+                              centralize_axes=keras_sing.fan_in_axes(model))
+    """
+    variables = model.trainable_variables
+    rules = axes_lib.rules_from_layers(variables, layers_of(model))
+    return axes_lib.exact_path_rules(variables, rules)
+
+
+def own_variables(optimizer):
+    """An optimizer's own variables but for the base class's `iteration`
+    and `learning_rate`, which a wrapper leaves unused (the host's count)."""
+    unused = (optimizer._iterations, optimizer._learning_rate)
+    return [v for v in optimizer._variables if not any(v is u for u in unused)]
+
+
+def micro_step_counter(host):
+    """The host's counter of `apply` calls (micro-steps with
+    accumulation), what its `apply_gradients` returns."""
+    return host._iterations
 
 
 def mark_built(optimizer, variables):

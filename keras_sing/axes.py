@@ -17,8 +17,8 @@ per layer, in Keras layout (docs/algorithm.md has the table):
 |   layers, `PReLU`, anything 1-D        |                     |               |
 
 A variable does not know its layer; SING learns it from the model that
-builds the optimizer (`layer_rules(model)`, see `keras_sing.SING`). Without
-a model (a custom loop), `guess_centralize_axes` decides from the
+builds the optimizer (see `keras_sing.SING` and `keras_sing.fan_in_axes`).
+Without a model (a custom loop), `guess_centralize_axes` decides from the
 variable's rank and name, and SING warns for the variables where that guess
 may be wrong.
 """
@@ -93,7 +93,7 @@ def layer_centralize_axes(layer, variable):
         # the table (vocab, dim), per row; KerasHub's untied output
         # projection `reverse_embeddings` (dim, vocab) is a Linear
         return per_row(ndim) if name == "embeddings" else all_but_last(ndim)
-    if _is_normalization(layer) or isinstance(layer, layers.PReLU):
+    if is_normalization(layer) or isinstance(layer, layers.PReLU):
         return None  # 1-D in PyTorch, whatever the Keras shape
     if isinstance(layer, _LINEAR_LAYERS):
         return all_but_last(ndim)
@@ -104,17 +104,22 @@ def layer_centralize_axes(layer, variable):
 
 
 def _is_depthwise(layer):
-    from keras.src.layers.convolutional.base_depthwise_conv import (
-        BaseDepthwiseConv,
+    return isinstance(
+        layer,
+        tuple(
+            getattr(keras.layers, name)
+            for name in (
+                "DepthwiseConv1D",
+                "DepthwiseConv2D",
+                "SeparableConv1D",
+                "SeparableConv2D",
+            )
+        ),
     )
-    from keras.src.layers.convolutional.base_separable_conv import (
-        BaseSeparableConv,
-    )
-
-    return isinstance(layer, (BaseDepthwiseConv, BaseSeparableConv))
 
 
-def _is_normalization(layer):
+def is_normalization(layer):
+    """Whether `layer` is a normalization layer (by its class name)."""
     # Keras's BatchNormalization, LayerNormalization, GroupNormalization,
     # ..., and KerasHub's RMSNormalization/LayerNorm variants
     return "Normalization" in type(layer).__name__ or type(
@@ -184,60 +189,32 @@ default_centralize_axes = guess_centralize_axes
 
 
 def is_guess_certain(variable):
-    """Whether `guess_centralize_axes` is right whatever the layer: 1-D
-    variables, `Dense`-like 2-D kernels and embedding tables."""
+    """Whether `guess_centralize_axes` is all but sure, whatever the layer:
+    1-D variables, and 2-D ones (linear maps `(in, out)`, embedding
+    tables) but for 2-D biases (`EinsumDense`'s `(heads, head_dim)`)."""
     ndim = len(variable.shape)
-    return ndim <= 1 or (
-        ndim == 2 and variable.name in ("kernel", "embeddings")
-    )
+    return ndim <= 1 or (ndim == 2 and variable.name != "bias")
 
 
-def layers_of(model):
-    """`{id(variable): layer}` for every weight of `model`, each mapped to
-    the innermost layer that holds it."""
-    owner = {}
-    # pre-order: a nested layer comes after its parent and overrides it
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for variable in layer.weights:
-            owner[id(variable)] = layer
-    return owner
-
-
-def layer_rules(model, variables=None):
-    """`{id(variable): axes or UNKNOWN}` for the trainable variables of
-    `model` (or `variables`), from each variable's layer."""
-    owner = layers_of(model)
-    variables = model.trainable_variables if variables is None else variables
+def rules_from_layers(variables, layer_of):
+    """`{id(variable): axes or UNKNOWN}` for `variables`, from
+    `layer_of = {id(variable): layer}` (variables missing from it are
+    left out)."""
     return {
-        id(v): layer_centralize_axes(owner[id(v)], v)
+        id(v): layer_centralize_axes(layer_of[id(v)], v)
         for v in variables
-        if id(v) in owner
+        if id(v) in layer_of
     }
 
 
-def fan_in_axes(model):
-    """Per-variable centralization axes read from the layers of `model`.
-
-    Returns a dict `{regex: axes}` (anchored, escaped variable paths) for
-    every trainable variable of `model` whose layer is known (see the table
-    in this module's docstring), ready for
-    `SING(..., centralize_axes=fan_in_axes(model))`. `fit` finds these
-    rules by itself; pass them in custom loops (`apply_gradients`,
-    `stateless_apply`), where SING sees variables but no model.
-
-    Example:
-
-        model = keras_hub.models.BertBackbone(...)
-        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2),
-                              centralize_axes=keras_sing.fan_in_axes(model))
-    """
-    rules = {}
-    owner = layers_of(model)
-    for variable in model.trainable_variables:
-        axes = layer_centralize_axes(owner[id(variable)], variable)
-        if axes != UNKNOWN:
-            rules[_exact(variable.path)] = axes
-    return rules
+def exact_path_rules(variables, rules):
+    """`rules` as `centralize_axes`'s dict: `{anchored escaped path: axes}`
+    for each variable with a known rule."""
+    return {
+        _exact(v.path): rules[id(v)]
+        for v in variables
+        if rules.get(id(v), UNKNOWN) != UNKNOWN
+    }
 
 
 def _exact(path):

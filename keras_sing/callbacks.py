@@ -17,6 +17,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_sing import _host
+from keras_sing import axes as axes_lib
 from keras_sing.sing import SING
 
 
@@ -35,11 +37,12 @@ def layer_of(path):
 
 def normalization_layer_paths(model):
     """Paths (as in variable paths) of the normalization layers of `model`."""
-    paths = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if "Normalization" in type(layer).__name__:
-            paths.update(layer_of(v.path) for v in layer.weights)
-    return paths
+    owner = _host.layers_of(model)
+    return {
+        layer_of(_host.path_of(v))
+        for v in model.weights
+        if axes_lib.is_normalization(owner[id(v)])
+    }
 
 
 class GradientNormMonitor(keras.callbacks.Callback):

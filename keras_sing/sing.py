@@ -286,9 +286,7 @@ class SING(keras.optimizers.Optimizer):
         """The host's variables, then SING's: LookAhead's slow weights, the
         gradient norms and `skipped_steps` (not SING's unused base-class
         `iteration` and `learning_rate`)."""
-        unused = (self._iterations, self._learning_rate)
-        own = [v for v in self._variables if not any(v is u for u in unused)]
-        return self.inner_optimizer.variables + own
+        return self.inner_optimizer.variables + _host.own_variables(self)
 
     def set_weights(self, weights):
         """Sets every variable of `variables`, the host's included."""
@@ -321,7 +319,7 @@ class SING(keras.optimizers.Optimizer):
         grads, trainable_variables = zip(*grads_and_vars)
         self.apply(grads, trainable_variables)
         # what the host's own apply_gradients returns
-        return self.inner_optimizer._iterations
+        return _host.micro_step_counter(self.inner_optimizer)
 
     def apply(self, grads, trainable_variables=None):
         """The host's `apply` (SING acts inside it, see `keras_sing._host`),
@@ -388,7 +386,9 @@ class SING(keras.optimizers.Optimizer):
             optimizer_values[skipped],
             ops.cast(ops.logical_not(finite), optimizer_values[skipped].dtype),
         )
-        iterations = _position(self.variables, self.inner_optimizer._iterations)
+        iterations = _position(
+            self.variables, _host.micro_step_counter(self.inner_optimizer)
+        )
         self._raise_if_requested(
             finite, lambda: ops.add(optimizer_values[iterations], 1)
         )

@@ -296,7 +296,7 @@ def test_fan_in_axes_reads_einsum_and_embedding_layers():
     rules = keras_sing.fan_in_axes(model)
     opt = keras_sing.SING(keras.optimizers.SGD(), centralize_axes=rules)
     opt.build(model.trainable_variables)
-    axes = {v.path: a for v, a in zip(model.trainable_variables, opt._standardization_axes)}
+    axes = {v.path: plan[1] for v, plan in zip(model.trainable_variables, opt._plans)}
     assert axes["emb/embeddings"] == (1,)
     assert axes["mha/query/kernel"] == (0,)  # "abc,cde->abde": (dim, heads, head_dim)
     assert axes["mha/key/kernel"] == (0,)

@@ -14,7 +14,7 @@ SHAPES = [(6, 4), (3, 3, 2, 5), (5,), (), (7, 1), (0, 3), (4, 3)]
 
 
 def run(make_opt, fast, steps=7, scale=1.0, zero_at=None, seed=0):
-    from keras_sing.backend import torch as torch_backend
+    from keras_sing import _host
 
     rng = np.random.default_rng(seed)
     init = [rng.standard_normal(s).astype("float32") for s in SHAPES]
@@ -24,12 +24,12 @@ def run(make_opt, fast, steps=7, scale=1.0, zero_at=None, seed=0):
     names = ["kernel", "conv", "bias", "scalar", "column", "empty", "embeddings"]
     variables = [keras.Variable(a, name=n) for a, n in zip(init, names)]
     opt = make_opt()
-    torch_backend.FAST_PATH = fast
+    _host.TORCH_FAST_PATH = fast
     try:
         for g in grads:
             opt.apply([keras.ops.convert_to_tensor(x) for x in g], variables)
     finally:
-        torch_backend.FAST_PATH = True
+        _host.TORCH_FAST_PATH = True
     state = [to_numpy(v) for v in opt.variables]
     return [to_numpy(v) for v in variables], state
 
@@ -62,20 +62,20 @@ def test_fast_path_matches_generic_path(name, scale, zero_at):
 
 
 def test_fast_path_is_used_for_float32():
-    from keras_sing.backend import torch as torch_backend
+    from keras_sing import _host
 
     calls = []
-    original = torch_backend.fused_update_step
+    original = _host._torch_fused_step
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    torch_backend.fused_update_step = spy
+    _host._torch_fused_step = spy
     try:
         run(CONFIGS["paper"], True, steps=2)
     finally:
-        torch_backend.fused_update_step = original
+        _host._torch_fused_step = original
     assert len(calls) == 2
 
 
@@ -97,17 +97,14 @@ def test_fast_path_is_used_for_float32():
 def test_batched_finite_check_matches_generic(case):
     import torch
 
-    from keras_sing import sing
+    from keras_sing import _host
+    from keras_sing import transforms
     from keras_sing.backend import torch as torch_backend
 
     if case == "numpy":
         grads = case = [np.ones((2, 2), "float32"), np.array([np.nan], "float32")]
     else:
         grads = [torch.as_tensor(np.asarray(g, getattr(g, "dtype", "float32"))) for g in case]
-    torch_backend.FAST_PATH = False
-    try:
-        generic = bool(sing.all_finite(grads))
-    finally:
-        torch_backend.FAST_PATH = True
-    assert bool(torch_backend.all_finite(grads)) == generic
+    generic = bool(transforms.all_finite(grads))
+    assert bool(_host.all_finite(grads)) == generic
     assert generic == all(np.isfinite(g).all() for g in case)
