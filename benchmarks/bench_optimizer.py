@@ -346,7 +346,7 @@ def require_gpu():
     if BACKEND == "torch" and is_gpu:
         is_gpu = keras.Variable(1.0).value.device.type == "cuda"
     if not is_gpu:
-        sys.exit(f"--device gpu: the {BACKEND} backend computes on {name!r}, not on a GPU")
+        sys.exit(f"a GPU is required: the {BACKEND} backend computes on {name!r} (on a CPU, use the dry run / --device cpu)")
     return name
 
 
