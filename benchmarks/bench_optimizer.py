@@ -151,27 +151,34 @@ def time_it(fn, warmup, reps):
     return {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(times)), "iqr_ms": 1e3 * (q[2] - q[0])}
 
 
-def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0):
+def itemsize(dtype):
+    dtype = keras.backend.standardize_dtype(dtype)
+    return {"bfloat16": 2}.get(dtype) or np.dtype(dtype).itemsize
+
+
+def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0, dtype="float32",
+                         variants=("host", "sing_no_lookahead", "sing")):
+    """`dtype`: of the variables and gradients (float32, bfloat16)."""
     rng = np.random.default_rng(seed)
     init = [rng.standard_normal(s).astype("float32") * 0.02 for s in shapes]
-    grads = [keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")) for s in shapes]
+    grads = [keras.ops.cast(keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")), dtype) for s in shapes]
     n_params = int(sum(np.prod(s) for s in shapes))
     rows = []
     for host in hosts:
         results = {}
-        for variant in ["host", "sing_no_lookahead", "sing"]:
+        for variant in variants:
             keras.utils.clear_session()
-            variables = [keras.Variable(a) for a in init]
+            variables = [keras.Variable(a, dtype=dtype) for a in init]
             opt = make_optimizer(host, variant)
             fn = step_function(opt, variables, grads)
             results[variant] = time_it(fn, warmup, reps)
-            state_bytes = sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize for v in opt.variables)
+            state_bytes = sum(int(np.prod(v.shape)) * itemsize(v.dtype) for v in opt.variables)
             results[variant]["state_bytes_per_param"] = state_bytes / n_params
             del fn, variables, opt
         base = results["host"]
         for variant, r in results.items():
             rows.append({
-                "param_set": param_set, "params": n_params, "tensors": len(shapes), "host": host,
+                "param_set": param_set, "params": n_params, "tensors": len(shapes), "host": host, "dtype": dtype,
                 "variant": variant, **{k: round(v, 4) for k, v in r.items()},
                 "ratio_vs_host": round(r["median_ms"] / base["median_ms"], 3),
                 "mean_ratio_vs_host": round(r["mean_ms"] / base["mean_ms"], 3),
@@ -237,31 +244,39 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
     return rows
 
 
-def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=None):
-    """Forward + backward + update of a KerasHub model, host vs SING.
+def build_train_model(model_name, short, size):
+    """A KerasHub ResNet or ViT backbone with a 10-way head (random init).
     `short`: a 2-block ResNet / 2-layer ViT (CPU); else ResNet-50 and
-    ViT-B/16. `image_size` defaults to 32 (short) or 224."""
+    ViT-B/16."""
     import keras_hub
 
+    if model_name == "vit":
+        bb = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=8 if short else 16, num_layers=2 if short else 12, num_heads=2 if short else 12, hidden_dim=64 if short else 768, mlp_dim=128 if short else 3072)
+        out = keras.layers.Dense(10)(bb.output[:, 0])
+    else:
+        filters = [64, 64] if short else [64, 128, 256, 512]
+        blocks = [1, 1] if short else [3, 4, 6, 3]
+        bb = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[7 if not short else 3],
+            stackwise_num_filters=filters, stackwise_num_blocks=blocks,
+            stackwise_num_strides=[1] + [2] * (len(filters) - 1),
+            block_type="basic_block" if short else "bottleneck_block", image_shape=(size, size, 3),
+        )
+        out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(bb.output))
+    return keras.Model(bb.input, out)
+
+
+def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=None):
+    """Forward + backward + update of a KerasHub model, host vs SING (see
+    `build_train_model`). `image_size` defaults to 32 (short) or 224. The
+    first step's time (trace, compile and run) is `first_step_ms`; the
+    steady-state statistics are over `reps` steps after `warmup`."""
     rows = []
     for variant in ["host", "sing"]:
         keras.utils.clear_session()
         keras.utils.set_random_seed(0)
         size = image_size or (32 if short else 224)
-        if model_name == "vit":
-            bb = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=8 if short else 16, num_layers=2 if short else 12, num_heads=2 if short else 12, hidden_dim=64 if short else 768, mlp_dim=128 if short else 3072)
-            out = keras.layers.Dense(10)(bb.output[:, 0])
-        else:
-            filters = [64, 64] if short else [64, 128, 256, 512]
-            blocks = [1, 1] if short else [3, 4, 6, 3]
-            bb = keras_hub.models.ResNetBackbone(
-                input_conv_filters=[64], input_conv_kernel_sizes=[7 if not short else 3],
-                stackwise_num_filters=filters, stackwise_num_blocks=blocks,
-                stackwise_num_strides=[1] + [2] * (len(filters) - 1),
-                block_type="basic_block" if short else "bottleneck_block", image_shape=(size, size, 3),
-            )
-            out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(bb.output))
-        model = keras.Model(bb.input, out)
+        model = build_train_model(model_name, short, size)
         host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
         opt = host if variant == "host" else keras_sing.SING(host)
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile="auto")
@@ -283,9 +298,10 @@ def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=Non
 
         timer = Timer()
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
-        times = timer.times[warmup:]
+        times = timer.times[max(warmup, 1):]
         rows.append({"model": model_name, "params": model.count_params(), "variant": variant,
-                     "median_ms": round(1e3 * statistics.median(times), 3), "batch_size": batch_size, "image_size": size})
+                     "median_ms": round(1e3 * statistics.median(times), 3), "mean_ms": round(1e3 * statistics.fmean(times), 3),
+                     "first_step_ms": round(1e3 * timer.times[0], 3), "batch_size": batch_size, "image_size": size})
     base = rows[0]["median_ms"]
     for r in rows:
         r["overhead_pct"] = round(100 * (r["median_ms"] / base - 1), 2)
@@ -293,6 +309,45 @@ def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=Non
 
 
 # ---------------------------------------------------------------- report --
+
+
+def cpu_name():
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compute_device():
+    """(name, is_gpu): the device this backend computes on, named as the
+    framework reports it (the CPU's model name on a CPU)."""
+    if BACKEND == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return (device.device_kind, True) if device.platform == "gpu" else (cpu_name(), False)
+    if BACKEND == "torch":
+        import torch
+
+        return (torch.cuda.get_device_name(0), True) if torch.cuda.is_available() else (cpu_name(), False)
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return (gpus[0].name, True) if gpus else (cpu_name(), False)
+
+
+def require_gpu():
+    """Exit unless this backend computes on a GPU (JAX: platform "gpu";
+    torch: CUDA available, and Keras puts its variables there)."""
+    name, is_gpu = compute_device()
+    if BACKEND == "torch" and is_gpu:
+        is_gpu = keras.Variable(1.0).value.device.type == "cuda"
+    if not is_gpu:
+        sys.exit(f"a GPU is required: the {BACKEND} backend computes on {name!r} (on a CPU, use the dry run / --device cpu)")
+    return name
 
 
 def environment(device):
@@ -364,6 +419,8 @@ def main(argv=None):
         import jax
 
         jax.config.update("jax_platforms", "cpu")
+    if args.device == "gpu":
+        require_gpu()
     reps = args.reps or (5 if args.short else 50)
     warmup = 2 if args.short else 5
     env = environment(args.device or "default")
