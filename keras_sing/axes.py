@@ -150,14 +150,48 @@ _LINEAR_LAYERS = tuple(
     if hasattr(keras.layers, name)
 )
 
+def _expert_fan_in(ndim):
+    """Stacked experts `(experts, in, out)`: one Linear per expert."""
+    del ndim
+    return (1,)
+
+
 # KerasHub layers with weights of their own, by (class name, variable name):
 # their PyTorch twins (torchvision/timm/Hugging Face) and the axes that
-# follow. Matched by name so that keras_hub stays optional.
+# follow (tests/data/kerashub_custom_variables.md lists how each was found).
+# Matched by name so that keras_hub stays optional. Tokens and position
+# tables held as `nn.Parameter(1, ..., D)` are centralized over dims 1..,
+# i.e. `per_row`; `nn.Embedding` tables per row.
 _KERAS_HUB_RULES = {
-    # nn.Embedding(seq, dim): per row
     ("PositionEmbedding", "position_embeddings"): per_row,
-    # nn.Parameter(1, 1, dim) (torchvision ViT class_token): dims 1..
+    ("PositionEmbedding", "embeddings"): per_row,
     ("ViTPatchingAndEmbedding", "class_token"): per_row,
+    ("DeiTEmbeddings", "class_token"): per_row,
+    ("DeiTEmbeddings", "distillation_token"): per_row,
+    ("DeiTEmbeddings", "position_embedding"): per_row,
+    ("DINOV2Embedding", "cls_token"): per_row,
+    ("DINOV2Embedding", "mask_token"): per_row,
+    ("DINOV2Embedding", "register_tokens"): per_row,
+    ("DINOV2Embedding", "interpolated_position_embeddings"): per_row,
+    ("DINOV3Embedding", "cls_token"): per_row,
+    ("DINOV3Embedding", "mask_token"): per_row,
+    ("DINOV3Embedding", "register_tokens"): per_row,
+    ("MixtralMoeExperts", "expert_feedforward_gate_dense"): _expert_fan_in,
+    ("MixtralMoeExperts", "expert_feedforward_intermediate_dense"): (
+        _expert_fan_in
+    ),
+    ("MixtralMoeExperts", "expert_feedforward_output_dense"): _expert_fan_in,
+    ("RelativeEmbedding", "rel_embedding"): per_row,
+    ("XLNetAttentionMaskLayer", "mask_emb"): per_row,
+    ("XLNetEncoder", "content_attention_bias"): per_row,
+    ("XLNetEncoder", "positional_attention_bias"): per_row,
+    ("XLNetEncoder", "segment_attention_bias"): per_row,
+    ("XLNetEncoder", "segment_encoding"): per_row,
+    ("SigLIPMultiHeadAttentionPooling", "variable"): per_row,
+    ("WindowAttention", "relative_position_bias_table"): per_row,
+    ("AddPositionalEmbedding", "pos_embed"): per_row,
+    ("AddRelativePositionalEmbedding", "rel_pos_h"): per_row,
+    ("AddRelativePositionalEmbedding", "rel_pos_w"): per_row,
 }
 
 

@@ -155,5 +155,6 @@ def test_variables_are_host_then_own():
     assert ids[: len(host)] == [id(h) for h in host]
     # SING's own: 2 slow weights, 2 gradient norms, skipped_steps; not the
     # base class's unused `iteration` and `learning_rate`
-    own = [n.split("_", 1)[1] if n.startswith("variable_") else n for n in names[len(host):]]
-    assert own == ["lookahead_slow"] * 2 + ["gradient_norm"] * 2 + ["skipped_steps"]
+    own = names[len(host):]
+    assert [n.endswith("lookahead_slow") for n in own] == [True] * 2 + [False] * 3
+    assert own[2:] == ["gradient_norm"] * 2 + ["skipped_steps"]
