@@ -3,13 +3,14 @@
 # installs on the GPU machine (Python 3.12, no registry there). Run it here,
 # where PyPI is reachable, before a GPU run; then carry .gpu-wheels along.
 #
-#   bash benchmarks/gpu_wheels.sh [WHEELS_DIR]   # default: ../shared/wheels-py312
+#   bash benchmarks/gpu_wheels.sh WHEELS_DIR   # a folder of cp312 wheels: Keras 3.15.1,
+#                                              # KerasHub 0.32.0 and their dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SRC=${1:-../shared/wheels-py312}
+SRC=${1:?usage: bash benchmarks/gpu_wheels.sh WHEELS_DIR (cp312 wheels of keras, keras-hub and their dependencies)}
 PY=${PYTHON:-python3}
 mkdir -p .gpu-wheels
-# Keras 3.15.1, KerasHub 0.32.0 and their dependencies for cp312 (ENV-NOTES section 7).
+# Keras 3.15.1, KerasHub 0.32.0 and their dependencies for cp312.
 cp "$SRC"/*.whl .gpu-wheels/
 # pytest for the golden and core tests on CUDA (pygments, which it needs, is among the above).
 "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
