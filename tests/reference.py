@@ -1,4 +1,4 @@
-"""A float64 NumPy statement of SING (SPEC.md), independent of keras_sing.
+"""A float64 NumPy statement of SING (docs/algorithm.md), independent of keras_sing.
 
 Transcribed from the paper's published PyTorch optimizer, line by line, in
 Keras layout (output axis last). It never imports keras, and the library
@@ -9,12 +9,12 @@ import numpy as np
 
 
 def keras_fan_in_axes(shape):
-    """All axes but the last for ndim > 1, else none (SPEC section 1)."""
+    """All axes but the last for ndim > 1, else none (docs/algorithm.md, fan-in axes)."""
     return tuple(range(len(shape) - 1)) if len(shape) > 1 else ()
 
 
 def standardize(grad, axes, eps=1e-8, centralize=True, normalize=True):
-    """SPEC section 1: centralize over `axes`, then divide by the L2 norm."""
+    """Standardization (docs/algorithm.md): centralize over `axes`, then divide by the L2 norm."""
     g = np.asarray(grad, dtype=np.float64)
     if centralize and axes:
         g = g - g.mean(axis=tuple(axes), keepdims=True)
@@ -33,7 +33,7 @@ def softplus(x, beta):
 
 
 class ReferenceSING:
-    """AdamW + SING + softplus + LookAhead (SPEC section 2), float64.
+    """AdamW + SING + softplus + LookAhead (docs/algorithm.md), float64.
 
     `params` maps names to arrays (Keras layout); `axes` maps names to the
     centralization axes (default: `keras_fan_in_axes`).
