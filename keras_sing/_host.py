@@ -142,6 +142,9 @@ def take_over(sing, host):
     host._apply_weight_decay = _no_weight_decay
     if keras.backend.backend() == "torch":
         host._backend_update_step = _torch_backend_update_step(sing, host)
+    host._backend_update_step = functools.partial(
+        backend_update_step, sing, host._backend_update_step
+    )
 
 
 def _no_weight_decay(variables):
@@ -191,12 +194,86 @@ def adam_hyper(sing, index, variable):
     )
 
 
+def backend_update_step(sing, host_backend_update_step, grads, variables,
+                        learning_rate):
+    """The host's `_backend_update_step` (every variable's `update_step`,
+    after gradient accumulation), inside LookAhead's seed and sync.
+
+    LookAhead acts on all variables at once: one `cond` for the seed before
+    the update and one for the sync after it, where a `cond` per variable
+    would cost compile time and steps. Under `tf.distribute` the update
+    runs per variable in the strategy's cross-replica update, so there
+    `update_step` does LookAhead per variable instead."""
+    if not sing.lookahead or lookahead_per_variable():
+        host_backend_update_step(grads, variables, learning_rate)
+        return
+    host = sing.inner_optimizer
+    slots = [sing._slow_weights[host._get_variable_index(v)] for v in variables]
+    step, is_update = real_step(host, read(host._iterations))
+    first = ops.logical_and(ops.equal(step, 1), is_update)
+    sync = ops.logical_and(
+        ops.equal(ops.mod(step, sing.lookahead_steps), 0), is_update
+    )
+    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
+        _torch_lookahead(sing, host_backend_update_step, grads, variables,
+                         learning_rate, slots, first, sync)
+        return
+    _assign_when(
+        host, first, slots,
+        lambda: transforms.lookahead_seed(
+            [read(s) for s in slots], [read(v) for v in variables], True
+        ),
+    )
+    host_backend_update_step(grads, variables, learning_rate)
+
+    def synced():
+        w, slow = transforms.lookahead_sync(
+            [read(v) for v in variables], [read(s) for s in slots], True,
+            sing.lookahead_alpha,
+        )
+        return w + slow
+
+    _assign_when(host, sync, list(variables) + slots, synced)
+
+
+def lookahead_per_variable():
+    """Whether LookAhead runs in each variable's `update_step` (under a
+    `tf.distribute` strategy) rather than around all of them."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from keras_sing.backend import tensorflow as tf_backend
+
+    return tf_backend.has_strategy()
+
+
+def _assign_when(host, pred, targets, new_values):
+    """`targets[i] <- new_values()[i]` if the scalar `pred`, in one `cond`.
+
+    JAX's functional step selects the values (a `cond` returning either
+    the new or the current ones); the stateful backends write inside the
+    branch, so that a false `pred` writes nothing."""
+    if keras.backend.backend() == "jax":
+        values = backend_lib.cond(
+            pred, new_values, lambda: [read(t) for t in targets]
+        )
+        for target, value in zip(targets, values):
+            host.assign(target, value)
+        return
+
+    def write():
+        for target, value in zip(targets, new_values()):
+            host.assign(target, value)
+
+    backend_lib.cond(pred, write, lambda: None)
+
+
 def update_step(sing, host_update_step, gradient, variable, learning_rate):
     """SING's step for one variable, in the host's `update_step` place."""
     host = sing.inner_optimizer
     index = host._get_variable_index(variable)
     step, is_update = real_step(host, read(host._iterations))
-    slow_var = sing._slow_weights[index] if sing.lookahead else None
+    per_variable = sing.lookahead and lookahead_per_variable()
+    slow_var = sing._slow_weights[index] if per_variable else None
     standardize, _ = sing._plans[index]
     if standardize or sing._published_adam:
         gradient = backend_lib.densify(gradient)
@@ -327,13 +404,6 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
     # host's accumulation cond), on the device: no synchronization
     t = torch.as_tensor(read(host.iterations), dtype=ref.dtype, device=ref.device) + 1
     lr = torch.as_tensor(read(learning_rate), dtype=ref.dtype, device=ref.device)
-    if sing.lookahead:
-        # LookAhead touches S only at t = 1 and every k-th step, so the
-        # step number is read on the host: one synchronization per step
-        slow = [sing._slow_weights[i].value for i in index]
-        step = int(t.item())
-        if step == 1:
-            torch_backend.lookahead_seed(slow, weights)
     if host.weight_decay:
         torch_backend.decoupled_weight_decay(
             [w for w, v in zip(weights, keras_vars) if decays(sing, v)],
@@ -369,8 +439,25 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
         )
     else:
         host_fused(grads, keras_vars, learning_rate)
-    if sing.lookahead and step % sing.lookahead_steps == 0:
-        torch_backend.lookahead_sync(weights, slow, sing.lookahead_alpha)
+
+
+def _torch_lookahead(sing, host_backend_update_step, grads, variables,
+                     learning_rate, slots, first, sync):
+    """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
+    LookAhead touches S only at t = 1 and every k-th step, so the flags
+    are read on the host: one synchronization per step."""
+    import torch
+
+    from keras_sing.backend import torch as torch_backend
+
+    weights = [v.value for v in variables]
+    slow = [s.value for s in slots]
+    with torch.no_grad():
+        if bool(first):
+            torch_backend.lookahead_seed(slow, weights)
+        host_backend_update_step(grads, variables, learning_rate)
+        if bool(sync):
+            torch_backend.lookahead_sync(weights, slow, sing.lookahead_alpha)
 
 
 # ---------------------------------------------------------------------- #

@@ -371,7 +371,7 @@ class SING(keras.optimizers.Optimizer):
         )
         if self.on_nonfinite == "ignore":
             return new_trainable, new_optimizer
-        finite = _host.all_finite(grads)
+        finite = backend_lib.shared_flag(_host.all_finite(grads))
         new_trainable = [
             ops.where(finite, n, o)
             for n, o in zip(new_trainable, trainable_values)

@@ -13,6 +13,8 @@ Learning Technique](https://arxiv.org/abs/2305.15997), 2023.
 
 import collections
 
+import keras
+import numpy as np
 from keras import backend
 from keras import ops
 
@@ -68,44 +70,39 @@ def unit_mean(gradient, axes):
     return ops.add(g0, ops.mean(ops.subtract(gradient, g0), axis=axes, keepdims=True))
 
 
-# Below this, float32 squares have gone subnormal (elements < ~1e-15).
-_SMALLEST_SAFE_SUM_OF_SQUARES = 1e-30
-
-
-def l2_norm(x):
+def l2_norm(x, bound=None):
     """The L2 (Frobenius) norm of the whole tensor, safe at any scale.
 
-    `sqrt(sum(x^2))`, one reduction, when that sum is finite and not
-    subnormal; otherwise (|x| ~ 1e30 overflows it in float32, |x| ~ 1e-30
-    underflows it, and an all-zero `x`) the scaled form `s * ||x / s||` with
-    `s = max|x|`. The choice is a `cond` on a scalar, so compiled code runs
-    only one branch. An all-zero `x` gives 0.
+    Update rule:
+        s = 2^floor(log2(max|b|))        b = `bound` (default `x`)
+        ||x||_2 = s * sqrt(sum((x / s)^2))
+
+    Scaling by a power of two is exact, so this is `sqrt(sum(x^2))` to the
+    last bit wherever that does not overflow or underflow, and stays right
+    where it would (float32 overflows at |x| ~ 1e19, and underflows for
+    |x| < 1e-19). No branch: one reduction for `s`, one for the sum, so
+    compiled code has no `cond` per variable. `bound` is a tensor with
+    `max|x| <= 4 max|bound|`: the raw gradient for a centralized one
+    (|g - mean(g)| <= 2 max|g|), whose maximum can then be taken in the
+    same pass as its mean. An all-zero `x` gives 0.
     """
-    return _l2_norm_of(lambda: x)
-
-
-def _l2_norm_of(make_x):
-    """`l2_norm(make_x())`, with `make_x` called again inside the fallback
-    branch: compiled, the branch then takes `make_x`'s inputs (the gradient
-    and its mean) rather than `x` itself, which would be materialized as
-    the `cond`'s operand (one more write and read of the whole tensor)."""
-    sum_of_squares = ops.sum(ops.square(make_x()))
-    plain = ops.logical_and(
-        ops.isfinite(sum_of_squares),
-        ops.greater_equal(sum_of_squares, _SMALLEST_SAFE_SUM_OF_SQUARES),
-    )
-    return backend_lib.cond(
-        plain, lambda: ops.sqrt(sum_of_squares), lambda: scaled_l2_norm(make_x())
-    )
-
-
-def scaled_l2_norm(x):
-    """`||x||_2` as `s * ||x / s||`, `s = max|x|`: no overflow, no underflow."""
-    # s = max |x|
-    scale = ops.max(ops.abs(x))
-    safe_scale = ops.where(ops.greater(scale, 0), scale, ops.ones_like(scale))
+    if 0 in tuple(x.shape):
+        return ops.zeros((), x.dtype)
+    source = x if bound is None else bound
+    scale, inverse = power_of_two_scale(ops.max(ops.abs(source)))
     # ||x|| = s * sqrt(sum((x / s)^2))
-    return scale * ops.sqrt(ops.sum(ops.square(ops.divide(x, safe_scale))))
+    return ops.multiply(
+        ops.sqrt(ops.sum(ops.square(ops.multiply(x, inverse)))), scale
+    )
+
+
+def power_of_two_scale(magnitude):
+    """`(2^k, 2^-k)`, `k = floor(log2(magnitude))` clipped so that both are
+    normal numbers of `magnitude`'s dtype (0 gives the smallest `2^k`)."""
+    info = np.finfo(backend.standardize_dtype(magnitude.dtype))
+    k = ops.clip(ops.floor(ops.log2(magnitude)), info.minexp, -info.minexp)
+    two = ops.cast(2, magnitude.dtype)
+    return ops.power(two, k), ops.power(two, ops.negative(k))
 
 
 def normalize(gradient, epsilon):
@@ -145,20 +142,11 @@ def standardize_with_norm(
     if 0 in tuple(gradient.shape):
         return gradient, ops.zeros((), compute_dtype(dtype))
     g = ops.cast(gradient, compute_dtype(dtype))
+    raw = g
     if centralize_ and axes:
-        mean = unit_mean(g, axes)
-
-        def centered():
-            # g <- g - mean(g, axes)
-            return ops.subtract(g, mean)
-
-    else:
-
-        def centered():
-            return g
-
-    norm = _l2_norm_of(centered)
-    g = centered()
+        # g <- g - mean(g, axes)
+        g = ops.subtract(g, unit_mean(g, axes))
+    norm = l2_norm(g, bound=raw)
     if normalize_:
         # g <- g / (||g|| + eps)
         g = ops.divide(g, norm + epsilon)
@@ -259,15 +247,19 @@ def lookahead_seed(slow, weight, first):
     Update rule:
         S <- W     at t = 1
 
-    A `cond` on the scalar `first`: compiled, the other steps do not copy.
+    `slow` and `weight` are tensors, or lists of tensors: one `cond` on the
+    scalar `first` for all of them (compiled, the other steps copy
+    nothing, and a list costs one branch, not one per variable).
     """
-    # a copy: on torch a variable's value is its storage, which the update
-    # then changes in place
-    return backend_lib.cond(
-        first,
-        lambda: ops.copy(ops.cast(weight, slow.dtype)),
-        lambda: slow,
-    )
+
+    def seeded():
+        # a copy: on torch a variable's value is its storage, which the
+        # update then changes in place
+        return keras.tree.map_structure(
+            lambda s, w: ops.copy(ops.cast(w, s.dtype)), slow, weight
+        )
+
+    return backend_lib.cond(first, seeded, lambda: slow)
 
 
 def lookahead_sync(weight, slow, sync, alpha):
@@ -276,13 +268,20 @@ def lookahead_sync(weight, slow, sync, alpha):
     Update rule:
         W <- S + alpha (W - S) ;  S <- W      when `sync`
 
-    A `cond` on the scalar `sync`: compiled, the other steps leave `S`
-    untouched.
+    `weight` and `slow` are tensors, or lists of tensors: one `cond` on the
+    scalar `sync` for all of them (compiled, the other steps leave `S`
+    untouched).
     """
 
+    def merged_one(w, s):
+        w = lookahead_merge(w, ops.cast(s, w.dtype), alpha)
+        return w, ops.cast(w, s.dtype)
+
     def merged():
-        w = lookahead_merge(weight, ops.cast(slow, weight.dtype), alpha)
-        return w, ops.cast(w, slow.dtype)
+        if isinstance(weight, (list, tuple)):
+            pairs = [merged_one(w, s) for w, s in zip(weight, slow)]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        return merged_one(weight, slow)
 
     return backend_lib.cond(sync, merged, lambda: (weight, slow))
 

@@ -30,6 +30,11 @@ def assert_true(condition, step, message):
     tf.debugging.Assert(condition, [message.format(step="<step>"), "step:", step])
 
 
+def has_strategy():
+    """Whether a (non-default) tf.distribute strategy is in scope."""
+    return tf.distribute.has_strategy()
+
+
 def in_replica_context():
     """Whether we are inside a (non-default) strategy's replica function."""
     return tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()

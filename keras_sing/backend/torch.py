@@ -41,19 +41,21 @@ def standardize(grads, axes, normalize, epsilon):
     """`transforms.standardize_with_norm` for a list: `(grads, norms)`.
 
     `axes[i]` is the centralization axes of `grads[i]` (None for none);
-    `normalize[i]` whether to divide it by its norm. The norms are the
-    scaled `s * ||g / s||`, `s = max|g|` (no overflow, no underflow)."""
+    `normalize[i]` whether to divide it by its norm. The norms are
+    `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
+    the raw gradient's max|g| (exact, no overflow, no underflow)."""
     out = [centralize(g, a) if a else g for g, a in zip(grads, axes)]
     norms = [torch.zeros((), dtype=g.dtype, device=g.device) for g in out]
     nonempty = [i for i, g in enumerate(out) if g.numel()]
     if not nonempty:
         return out, norms
     live = [out[i] for i in nonempty]
-    # ||g|| = s * ||g / s||, s = max|g|
-    scale = torch._foreach_norm(live, ord=math.inf)
-    safe = [torch.where(s > 0, s, torch.ones_like(s)) for s in scale]
+    # s = 2^floor(log2(max|G|)) ;  ||g|| = s * ||g / s||
+    scale, inverse = power_of_two_scale(
+        torch._foreach_norm([grads[i] for i in nonempty], ord=math.inf)
+    )
     live_norms = torch._foreach_mul(
-        torch._foreach_norm(torch._foreach_div(live, safe)), scale
+        torch._foreach_norm(torch._foreach_mul(live, inverse)), scale
     )
     divided = [i for i in nonempty if normalize[i]]
     if divided:
@@ -67,6 +69,24 @@ def standardize(grads, axes, normalize, epsilon):
     for i, n in zip(nonempty, live_norms):
         norms[i] = n
     return out, norms
+
+
+def power_of_two_scale(magnitudes):
+    """`transforms.power_of_two_scale` for a list: `(2^k, 2^-k)` lists,
+    each in its magnitude's dtype (computed together in float64)."""
+    k = torch.stack([m.to(torch.float64) for m in magnitudes]).log2().floor()
+    # 2^k and 2^-k normal in each dtype: |k| <= -log2(tiny)
+    limit = torch.tensor(
+        [-math.log2(torch.finfo(m.dtype).tiny) for m in magnitudes],
+        dtype=torch.float64,
+        device=k.device,
+    )
+    k = torch.minimum(torch.maximum(k, -limit), limit)
+    scale, inverse = torch.exp2(k).unbind(), torch.exp2(-k).unbind()
+    return (
+        [s.to(m.dtype) for s, m in zip(scale, magnitudes)],
+        [s.to(m.dtype) for s, m in zip(inverse, magnitudes)],
+    )
 
 
 def decoupled_weight_decay(weights, learning_rate, weight_decay):
