@@ -81,18 +81,46 @@ def layer_rules_for(variables):
 def fan_in_axes(model):
     """Per-variable centralization axes read from the layers of `model`.
 
-    Returns a dict `{regex: axes}` (anchored, escaped variable paths) for
-    every trainable variable of `model` whose layer is known (the table in
-    docs/algorithm.md and `keras_sing.axes`), ready for
-    `SING(..., centralize_axes=fan_in_axes(model))`. `fit` finds these
-    rules by itself; pass them in custom loops (`apply_gradients`,
-    `stateless_apply`), where SING sees variables but no model.
+    The axes of SING's step (1) for each trainable variable, from its
+    layer, as the published PyTorch optimizer centralizes the same layer
+    (one mean per output unit of `Dense`/convolution kernels, per filter
+    of depthwise kernels, per row of embedding tables, over the contracted
+    axes of `EinsumDense`/attention kernels, none for biases and
+    normalization layers; the full table is in the algorithm page,
+    docs/algorithm.md). `fit` finds these rules by itself; pass them in
+    custom loops (`apply_gradients`, `stateless_apply`), where SING sees
+    variables but no model. Variables of layers the table does not know
+    (a custom layer's own weights) are left out, and SING guesses theirs.
 
-    Example:
+    Update rule:
 
-        model = keras_hub.models.BertBackbone(...)
-        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2),
-                              centralize_axes=keras_sing.fan_in_axes(model))
+        g = G - mean(G, axes)        axes = fan_in_axes(model)[path]
+
+    Args:
+        model: a built `keras.Model` (or layer).
+
+    Returns:
+        A dict `{regex: axes or None}` keyed by each variable's anchored,
+        escaped path, ready for `SING(..., centralize_axes=...)` and
+        serializable with it.
+
+    Examples:
+        >>> import keras
+        >>> import keras_sing
+        >>> model = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(3, name="dense")],
+        ...     name="model",
+        ... )
+        >>> axes = keras_sing.fan_in_axes(model)
+        >>> axes
+        {'^model/dense/kernel$': (0,), '^model/dense/bias$': None}
+        >>> opt = keras_sing.SING(centralize_axes=axes)  # for a custom loop
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+        - Yong et al., [Gradient Centralization](
+          https://arxiv.org/abs/2004.01461), 2020.
     """
     variables = model.trainable_variables
     rules = axes_lib.rules_from_layers(variables, layers_of(model))

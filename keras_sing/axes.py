@@ -198,17 +198,45 @@ _KERAS_HUB_RULES = {
 def guess_centralize_axes(variable):
     """The axes SING uses for a variable whose layer it does not know.
 
+    Public as `keras_sing.default_centralize_axes`. SING uses it in a
+    custom loop without `centralize_axes` (no model in sight), and for a
+    custom layer's own weights; it warns for the variables where the guess
+    may be wrong (rank 3 and more, 2-D non-kernels). From the variable's
+    rank and name:
+
     - ndim <= 1 (biases, norm scales, scalars): `None`, no centralization;
     - a variable named `embeddings`: all axes but the first, one mean per
       row;
     - anything else: all axes but the last, one mean per output unit
-      (exact for `Dense`, convolution and recurrent kernels).
+      (exact for `Dense`, convolution and recurrent kernels; wrong for
+      depthwise and `EinsumDense` kernels, which `keras_sing.fan_in_axes`
+      gets right).
+
+    Update rule:
+
+        g = G - mean(G, axes)        axes = default_centralize_axes(W)
 
     Args:
         variable: a `keras.Variable` (anything with `shape` and `name`).
 
     Returns:
         A tuple of axes, or `None`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import keras
+        >>> import keras_sing
+        >>> guess = keras_sing.default_centralize_axes
+        >>> guess(keras.Variable(np.zeros((3, 3, 8, 16)), name="kernel"))
+        (0, 1, 2)
+        >>> guess(keras.Variable(np.zeros((100, 8)), name="embeddings"))
+        (1,)
+        >>> print(guess(keras.Variable(np.zeros((16,)), name="bias")))
+        None
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     ndim = len(variable.shape)
     if ndim <= 1:

@@ -23,20 +23,87 @@ from keras_sing.sing import SING
 
 
 def find_sing(optimizer):
-    """The SING optimizer in `optimizer` (itself, or inside a
-    LossScaleOptimizer), or `None`."""
+    """The SING optimizer in `optimizer`: itself, or inside a wrapper.
+
+    Follows `inner_optimizer` links, so a SING inside a
+    `LossScaleOptimizer` (what `mixed_float16` gives) is found.
+
+    Args:
+        optimizer: a Keras optimizer, or `None`.
+
+    Returns:
+        The `keras_sing.SING` instance, or `None` if there is none.
+
+    Examples:
+        >>> import keras
+        >>> import keras_sing
+        >>> from keras_sing.callbacks import find_sing
+        >>> opt = keras_sing.SING()
+        >>> find_sing(keras.optimizers.LossScaleOptimizer(opt)) is opt
+        True
+        >>> print(find_sing(keras.optimizers.AdamW()))
+        None
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     while optimizer is not None and not isinstance(optimizer, SING):
         optimizer = getattr(optimizer, "inner_optimizer", None)
     return optimizer
 
 
 def layer_of(path):
-    """`"model/block/layer_norm/gamma"` -> `"model/block/layer_norm"`."""
+    """The layer path of a variable path: all but the last component.
+
+    Args:
+        path: a variable path, e.g. `"model/block/layer_norm/gamma"`.
+
+    Returns:
+        The path of its layer, e.g. `"model/block/layer_norm"` (the path
+        itself if it has no `/`).
+
+    Examples:
+        >>> from keras_sing.callbacks import layer_of
+        >>> layer_of("model/block/layer_norm/gamma")
+        'model/block/layer_norm'
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     return path.rsplit("/", 1)[0] if "/" in path else path
 
 
 def normalization_layer_paths(model):
-    """Paths (as in variable paths) of the normalization layers of `model`."""
+    """The normalization layers of `model`, as in variable paths.
+
+    What `GradientNormMonitor` watches by default: every layer whose
+    class name contains "Normalization" (or ends in "LayerNorm",
+    "RMSNorm"), whatever its name.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        A set of layer paths (the `layer_of` of their variables' paths).
+
+    Examples:
+        >>> import keras
+        >>> from keras_sing.callbacks import normalization_layer_paths
+        >>> model = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(4, name="dense"),
+        ...      keras.layers.LayerNormalization(name="norm")],
+        ...     name="model",
+        ... )
+        >>> normalization_layer_paths(model)
+        {'model/norm'}
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023 (the advice on
+          normalization layers).
+    """
     owner = _host.layers_of(model)
     return {
         layer_of(_host.path_of(v))
@@ -48,9 +115,16 @@ def normalization_layer_paths(model):
 class GradientNormMonitor(keras.callbacks.Callback):
     """Logs per-layer gradient norms from SING and warns on norm-layer growth.
 
-    Per-layer norm = sqrt(sum of the squared norms of the layer's variables),
-    averaged over the batches sampled in an epoch; it is logged as
-    `grad_norm/<layer path>`.
+    SING divides every gradient by its norm, so it knows every norm at no
+    extra cost (`SING.gradient_norm_variables`). This callback reads them
+    every `every_n_batches` batches and logs, per layer and epoch:
+
+        grad_norm/<layer path> = mean over sampled batches of
+                                 sqrt(sum over the layer's variables of ||g||_2^2)
+
+    to the epoch logs (so `History`, `CSVLogger` and `TensorBoard` placed
+    after it record them) and to an optional CSV file. `self.epoch_norms`
+    (one `{layer: norm}` per epoch) and `self.alerts` keep what it saw.
 
     The warning fires, once per layer, when over the last `window` epochs the
     training loss fell while the gradient norm of a layer whose path matches
@@ -75,6 +149,37 @@ class GradientNormMonitor(keras.callbacks.Callback):
             `1.5`.
         warn: emit `warnings.warn` (alerts are also kept in `self.alerts`).
             Defaults to `True`.
+
+    Raises:
+        ValueError: `every_n_batches < 1`, `window < 1` or
+            `min_growth <= 1`; at the start of training, if the model's
+            optimizer is not a SING (optionally inside a
+            `LossScaleOptimizer`).
+
+    Examples:
+        >>> import numpy as np
+        >>> import keras
+        >>> import keras_sing
+        >>> model = keras.Sequential(
+        ...     [keras.Input((4,)), keras.layers.Dense(2, name="dense")],
+        ...     name="model",
+        ... )
+        >>> model.compile(optimizer=keras_sing.SING(), loss="mse")
+        >>> monitor = keras_sing.callbacks.GradientNormMonitor(every_n_batches=1)
+        >>> history = model.fit(
+        ...     np.ones((8, 4)), np.zeros((8, 2)), epochs=2, verbose=0,
+        ...     callbacks=[monitor],
+        ... )
+        >>> sorted(history.history)
+        ['grad_norm/model/dense', 'loss']
+        >>> len(monitor.epoch_norms), monitor.alerts
+        (2, [])
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the advice to watch
+          normalization layers' gradient norms and to freeze or exclude
+          a growing one.
     """
 
     def __init__(

@@ -138,12 +138,55 @@ class SING(keras.optimizers.Optimizer):
         name: the optimizer's name. Defaults to `None`: Keras's numbering,
             `"sing"`, `"sing_1"`, ...
 
-    Example:
+    Attributes:
+        inner_optimizer: the host optimizer.
+        learning_rate: the host's learning rate (a variable, or its
+            schedule); settable.
+        iterations: the host's step counter (its count of `apply` calls,
+            skipped steps excluded).
+        weight_decay: the host's, read and set through SING; so are
+            `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`
+            and `gradient_accumulation_steps`.
+        skipped_steps: steps skipped for non-finite gradients.
 
-        model.compile(
-            optimizer=keras_sing.SING(keras.optimizers.AdamW(1e-2)),
-            loss="sparse_categorical_crossentropy",
-        )
+    Raises:
+        ValueError: an argument is out of range (`epsilon <= 0`,
+            `lookahead_steps < 1`, `lookahead_alpha` outside (0, 1], an
+            unknown `on_nonfinite` or `weight_decay_mode`), `softplus=True`
+            with a host that is not `Adam`/`AdamW`, a host argument
+            (`learning_rate=`, `clipnorm=`, ...) given to SING instead of
+            the host, a host that is a `SING` or a `LossScaleOptimizer`, an
+            unknown optimizer identifier, or a host that already belongs to
+            another SING.
+        TypeError: an unknown keyword argument, a host that is not a
+            `keras.optimizers.Optimizer`, or a `centralize_axes`/`exclude`
+            of the wrong type.
+
+    Examples:
+        The one-liner: wrap the host and train as usual.
+
+        >>> import numpy as np
+        >>> import keras
+        >>> import keras_sing
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model.compile(
+        ...     optimizer=keras_sing.SING(keras.optimizers.AdamW(1e-2)),
+        ...     loss="mse",
+        ... )
+        >>> history = model.fit(np.ones((8, 4)), np.zeros((8, 2)), verbose=0)
+        >>> int(model.optimizer.iterations), int(model.optimizer.skipped_steps)
+        (1, 0)
+
+        Options go to SING, hyper-parameters to the host:
+
+        >>> opt = keras_sing.SING(
+        ...     keras.optimizers.AdamW(1e-2, weight_decay=1e-4),
+        ...     exclude=r"layer_norm",
+        ...     lookahead_steps=6,
+        ... )
+        >>> float(opt.weight_decay), opt.lookahead_steps
+        (0.0001, 6)
 
     References:
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
@@ -217,8 +260,30 @@ class SING(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------ #
 
     def build(self, var_list):
-        """Decides each variable's standardization, creates LookAhead's slow
-        weights and the gradient-norm record, then builds the host."""
+        """Creates SING's state for `var_list` and builds the host.
+
+        Decides, per variable, whether (1)-(2) apply and over which axes:
+        `exclude`, then `centralize_axes`, then the variable's layer in the
+        model that calls `build` (`fit`, `train_on_batch`, `load_model`),
+        then a guess from rank and name (warning once for uncertain
+        guesses, and once for fan-ins of size 1). Then creates LookAhead's
+        slow copies, one gradient-norm scalar per variable and
+        `skipped_steps`, and builds the host if it is not built. Keras calls
+        it; call it yourself only in a custom loop.
+
+        Args:
+            var_list: the trainable variables SING will update.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> opt = keras_sing.SING()
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt.build([kernel])
+            >>> opt.built, len(opt.variables)
+            (True, 7)
+        """
         var_list = list(var_list)
         layer_rules = _host.layer_rules_for(var_list)
         guessed, degenerate = [], []
@@ -283,13 +348,56 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        """The host's variables, then SING's: LookAhead's slow weights, the
-        gradient norms and `skipped_steps` (not SING's unused base-class
-        `iteration` and `learning_rate`)."""
+        """The optimizer's state: the host's variables, then SING's own.
+
+        The host's come first (its iteration counter, learning rate, slots
+        such as Adam's `momentum` and `velocity`, EMA copies and gradient
+        accumulators), then LookAhead's slow copies, one gradient-norm
+        scalar per variable and `skipped_steps`. SING's unused base-class
+        `iteration` and `learning_rate` are not included. This is the list
+        that `stateless_apply`, `set_weights` and checkpoints use.
+
+        Returns:
+            A list of `keras.Variable`.
+
+        Examples:
+            With an AdamW host, one variable gives 2 host counters, 2 Adam
+            slots, 1 slow copy, 1 norm and `skipped_steps`:
+
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> opt = keras_sing.SING(keras.optimizers.AdamW())
+            >>> opt.build([keras.Variable(np.ones((3, 2)), name="kernel")])
+            >>> [v.name for v in opt.variables]  # doctest: +NORMALIZE_WHITESPACE
+            ['iteration', 'learning_rate', 'kernel_momentum', 'kernel_velocity',
+             'kernel_lookahead_slow', 'gradient_norm', 'skipped_steps']
+        """
         return self.inner_optimizer.variables + _host.own_variables(self)
 
     def set_weights(self, weights):
-        """Sets every variable of `variables`, the host's included."""
+        """Sets every variable of `variables`, the host's included.
+
+        Args:
+            weights: one array per variable of `variables`, in that order
+                (what `[v.numpy() for v in opt.variables]` gives).
+
+        Raises:
+            ValueError: the optimizer is not built, `weights` has the wrong
+                length, or a weight has the wrong shape.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt, copy = keras_sing.SING(), keras_sing.SING()
+            >>> step = opt.apply_gradients([(np.ones((3, 2)), kernel)])
+            >>> copy.build([kernel])
+            >>> copy.set_weights([keras.ops.convert_to_numpy(v) for v in opt.variables])
+            >>> int(copy.iterations)
+            1
+        """
         if not self.built:
             raise ValueError(
                 "You are calling `set_weights()` on an optimizer that has not "
@@ -316,14 +424,82 @@ class SING(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------ #
 
     def apply_gradients(self, grads_and_vars):
+        """One optimizer step from `(gradient, variable)` pairs.
+
+        As `keras.optimizers.Optimizer.apply_gradients`: builds the
+        optimizer at the first call, then runs `apply`.
+
+        Args:
+            grads_and_vars: a list of `(gradient, variable)` pairs.
+
+        Returns:
+            The host's iteration counter (a variable), as the host's own
+            `apply_gradients` returns.
+
+        Examples:
+            One step of the paper's recipe on a `(3, 2)` kernel: the
+            gradient is centralized over axis 0 (`[[-2, -2], [0, 0], [2,
+            2]]`), divided by its norm 4, and Adam's first step with the
+            softplus denominator moves each weight by about `lr = 5e-3`
+            against the sign of the standardized gradient (zero where it
+            is zero):
+
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()  # AdamW(5e-3), the paper's host
+            >>> grad = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+            >>> step = opt.apply_gradients([(grad, kernel)])
+            >>> print(np.round(keras.ops.convert_to_numpy(kernel), 4))
+            [[1.005 1.005]
+             [1.    1.   ]
+             [0.995 0.995]]
+        """
         grads, trainable_variables = zip(*grads_and_vars)
         self.apply(grads, trainable_variables)
         # what the host's own apply_gradients returns
         return _host.micro_step_counter(self.inner_optimizer)
 
     def apply(self, grads, trainable_variables=None):
-        """The host's `apply` (SING acts inside it, see `keras_sing._host`),
-        skipped whole when a gradient holds a NaN or an inf."""
+        """One optimizer step: the host's `apply`, with SING inside it.
+
+        Runs the host's `apply` (loss-scale unscaling, gradient
+        accumulation, clipping, then SING's per-variable step in place of
+        the host's `update_step`, then EMA), unless a gradient holds a NaN
+        or an infinity: then, with `on_nonfinite="skip"` or `"raise"`,
+        nothing of the step runs, `skipped_steps` grows by one and, with
+        `"raise"`, the step raises.
+
+        Args:
+            grads: one gradient per variable.
+            trainable_variables: the variables; needed at the first call
+                if the optimizer is not built. Defaults to `None`.
+
+        Raises:
+            ValueError: the optimizer is not built and
+                `trainable_variables` is `None`.
+            FloatingPointError: with `on_nonfinite="raise"`, eagerly and on
+                torch, after skipping a non-finite step (a TF graph raises
+                `tf.errors.InvalidArgumentError`, `jax.jit` a
+                `JaxRuntimeError`).
+
+        Examples:
+            A gradient holding a NaN is skipped whole:
+
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> opt.apply([np.full((3, 2), np.nan)], [kernel])
+            >>> int(opt.skipped_steps), int(opt.iterations)
+            (1, 0)
+            >>> print(keras.ops.convert_to_numpy(kernel))
+            [[1. 1.]
+             [1. 1.]
+             [1. 1.]]
+        """
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
@@ -351,12 +527,48 @@ class SING(keras.optimizers.Optimizer):
             )
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        """JAX: the step as a pure function, kept or discarded whole.
+        """The step as a pure function (what JAX's `fit` uses).
 
-        The host's step runs in full; then, once, after everything it
-        wrote, every new value is selected against the old one with
-        `where(finite, new, old)` (XLA fuses the select into the pass that
-        computes each value) and `skipped_steps` counts a discarded step."""
+        The host's step runs in full on the given values; then, once,
+        after everything it wrote, every new value is selected against the
+        old one with `where(finite, new, old)` (XLA fuses the select into
+        the pass that computes each value) and `skipped_steps` counts a
+        discarded step. No variable is changed.
+
+        Args:
+            optimizer_variables: the current values of `variables`, in
+                order.
+            grads: one gradient per trainable variable.
+            trainable_variables: the current values of the variables SING
+                was built with, in order.
+
+        Returns:
+            `(new_trainable_values, new_optimizer_values)`, two lists in
+            the order of the arguments.
+
+        Raises:
+            ValueError: `optimizer_variables` does not match `variables`
+                1:1, or the trainable variables are not the ones SING was
+                built with.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> opt.build([kernel])
+            >>> grad = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+            >>> new_kernel, new_state = opt.stateless_apply(
+            ...     [v.value for v in opt.variables], [grad], [kernel.value]
+            ... )
+            >>> print(np.round(keras.ops.convert_to_numpy(new_kernel[0]), 4))
+            [[1.005 1.005]
+             [1.    1.   ]
+             [0.995 0.995]]
+            >>> float(keras.ops.sum(kernel))  # the variable is unchanged
+            6.0
+        """
         self._check_same_variables(trainable_variables)
         optimizer_values = [_host.read(v) for v in optimizer_variables]
         trainable_values = [_host.read(v) for v in trainable_variables]
@@ -416,8 +628,24 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def skipped_steps(self):
-        """How many steps were skipped for non-finite gradients (a variable;
-        0 before the optimizer is built)."""
+        """How many steps were skipped for non-finite gradients.
+
+        Returns:
+            An int32 scalar variable (saved with the optimizer), or `0`
+            before the optimizer is built.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> opt.skipped_steps
+            0
+            >>> opt.apply([np.full((3, 2), np.inf)], [kernel])
+            >>> int(opt.skipped_steps)
+            1
+        """
         return self._skipped_steps if self.built else 0
 
     def _check_same_variables(self, trainable_variables):
@@ -439,16 +667,54 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def gradient_norm_variables(self):
-        """`[(variable.path, norm_variable), ...]`: each norm variable holds
-        `||g||_2` of its variable's gradient at the last real update (after
-        centralization, before normalization; the raw gradient's norm for
-        `exclude`d variables)."""
+        """The gradient norms SING records, as variables.
+
+        Each norm variable holds `||g||_2` of its variable's gradient at the
+        last real update: after centralization, before normalization (the
+        raw gradient's norm for `exclude`d variables). Reading them costs
+        nothing during the step: SING computes these norms anyway.
+        `keras_sing.callbacks.GradientNormMonitor` reads them.
+
+        Returns:
+            `[(variable.path, norm_variable), ...]` in the order of the
+            trainable variables; `[]` before the optimizer is built.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> opt.gradient_norm_variables
+            []
+            >>> opt.build([kernel])
+            >>> [path for path, _ in opt.gradient_norm_variables]
+            ['kernel']
+        """
         if not self.built:
             return []
         return list(zip(self._variable_paths, self._gradient_norms))
 
     def gradient_norms(self):
-        """`{variable.path: float}`, the values of `gradient_norm_variables`."""
+        """The values of `gradient_norm_variables`, read to the host.
+
+        Returns:
+            `{variable.path: float}`.
+
+        Examples:
+            The norm of the centralized gradient `[[-2, -2], [0, 0], [2,
+            2]]` is 4:
+
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> grad = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+            >>> step = opt.apply_gradients([(grad, kernel)])
+            >>> opt.gradient_norms()
+            {'kernel': 4.0}
+        """
         return {
             path: float(ops.convert_to_numpy(v))
             for path, v in self.gradient_norm_variables
@@ -460,6 +726,23 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def learning_rate(self):
+        """The host's learning rate; setting it sets the host's.
+
+        `LearningRateScheduler`, `ReduceLROnPlateau` and schedules act on
+        the host through it.
+
+        Returns:
+            The host's learning-rate variable (its current value under a
+            schedule).
+
+        Examples:
+            >>> import keras
+            >>> import keras_sing
+            >>> opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+            >>> opt.learning_rate = 5e-2
+            >>> round(float(opt.inner_optimizer.learning_rate), 6)
+            0.05
+        """
         return self.inner_optimizer.learning_rate
 
     @learning_rate.setter
@@ -468,20 +751,125 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def iterations(self):
+        """The host's step counter.
+
+        It counts the host's `apply` calls (with
+        `gradient_accumulation_steps=n`, micro-steps: the real update count
+        is `iterations // n`); a skipped step does not count.
+
+        Returns:
+            The host's integer iteration variable.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()
+            >>> step = opt.apply_gradients([(np.ones((3, 2)), kernel)])
+            >>> int(opt.iterations)
+            1
+        """
         return self.inner_optimizer.iterations
 
     def scale_loss(self, loss):
+        """The host's `scale_loss`: `loss * loss_scale_factor` if the host
+        has one, else `loss`.
+
+        SING's step does not depend on the scale of the gradient (up to
+        `epsilon`), so a loss-scale factor changes nothing but the
+        precision of the backward pass.
+
+        Args:
+            loss: the loss value.
+
+        Returns:
+            The scaled loss.
+
+        Examples:
+            >>> import keras
+            >>> import keras_sing
+            >>> opt = keras_sing.SING(keras.optimizers.AdamW(loss_scale_factor=128.0))
+            >>> float(opt.scale_loss(2.0))
+            256.0
+        """
         return self.inner_optimizer.scale_loss(loss)
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Excludes variables from the host's weight decay (call before
+        `build`).
+
+        Sets the host's rule; SING applies the decay, per variable, to the
+        variables the host would decay (and, with
+        `weight_decay_mode="paper"`, only to those with ndim > 1).
+
+        Args:
+            var_list: variables to exclude. Defaults to `None`.
+            var_names: regexes searched in variable names. Defaults to
+                `None`.
+
+        Examples:
+            With zero gradients and no standardization, only the decay
+            moves the weights: `1 - lr * weight_decay = 0.95`.
+
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((2, 2)), name="kernel")
+            >>> bias = keras.Variable(np.ones((2, 2)), name="bias")
+            >>> opt = keras_sing.SING(
+            ...     keras.optimizers.SGD(0.1, weight_decay=0.5),
+            ...     centralize=False, normalize=False, lookahead=False,
+            ... )
+            >>> opt.exclude_from_weight_decay(var_names=["bias"])
+            >>> step = opt.apply_gradients(
+            ...     [(np.zeros((2, 2)), kernel), (np.zeros((2, 2)), bias)]
+            ... )
+            >>> float(kernel[0, 0]), float(bias[0, 0])
+            (0.95, 1.0)
+        """
         self.inner_optimizer.exclude_from_weight_decay(
             var_list=var_list, var_names=var_names
         )
 
     def finalize_variable_values(self, var_list):
+        """The host's `finalize_variable_values`: with `use_ema=True`,
+        writes the EMA of each variable into it (Keras calls this at the
+        end of `fit`); otherwise does nothing.
+
+        Args:
+            var_list: the trainable variables.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras
+            >>> import keras_sing
+            >>> kernel = keras.Variable(np.ones((3, 2)), name="kernel")
+            >>> opt = keras_sing.SING()  # no EMA: nothing changes
+            >>> opt.build([kernel])
+            >>> opt.finalize_variable_values([kernel])
+            >>> float(keras.ops.sum(kernel))
+            6.0
+        """
         self.inner_optimizer.finalize_variable_values(var_list)
 
     def get_config(self):
+        """SING's configuration, the host's included (serialized).
+
+        `centralize_axes` and `exclude` callables are serialized as Keras
+        objects: register them with
+        `keras.saving.register_keras_serializable` to load them back.
+
+        Returns:
+            A JSON-serializable dict; `SING.from_config` takes it back.
+
+        Examples:
+            >>> import keras
+            >>> import keras_sing
+            >>> config = keras_sing.SING(lookahead_steps=6).get_config()
+            >>> config["lookahead_steps"], config["optimizer"]["class_name"]
+            (6, 'AdamW')
+        """
         # Not super().get_config(): the base arguments are the host's.
         return {
             "name": self.name,
@@ -502,6 +890,27 @@ class SING(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        """A new SING (and a new host) from `get_config`'s dict.
+
+        Configurations saved by keras_sing 0.1.0 with `skip_nonfinite` load
+        as the matching `on_nonfinite`.
+
+        Args:
+            config: the dict `get_config` returned.
+            custom_objects: custom classes and functions for the host and
+                the `centralize_axes`/`exclude` rules. Defaults to `None`.
+
+        Returns:
+            A `SING` instance (not built: its state is the checkpoint's).
+
+        Examples:
+            >>> import keras
+            >>> import keras_sing
+            >>> opt = keras_sing.SING(keras.optimizers.SGD(0.1), lookahead=False)
+            >>> again = keras_sing.SING.from_config(opt.get_config())
+            >>> type(again.inner_optimizer).__name__, again.lookahead
+            ('SGD', False)
+        """
         config = copy.deepcopy(config)  # deserialize() edits nested dicts
         host = keras.optimizers.deserialize(
             config.pop("optimizer"), custom_objects=custom_objects

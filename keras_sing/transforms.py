@@ -29,6 +29,21 @@ def compute_dtype(dtype):
     Reductions over a whole tensor lose too much in float16/bfloat16 (the
     sum of squares of a float16 tensor overflows at 256), so those are
     promoted to float32; every other dtype is kept.
+
+    Args:
+        dtype: a dtype or dtype name.
+
+    Returns:
+        The dtype name to compute in.
+
+    Examples:
+        >>> from keras_sing import transforms
+        >>> transforms.compute_dtype("bfloat16"), transforms.compute_dtype("float64")
+        ('float32', 'float64')
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     dtype = backend.standardize_dtype(dtype)
     return "float32" if dtype in _LOW_PRECISION else dtype
@@ -45,8 +60,30 @@ def centralize(gradient, axes):
     last; PyTorch and the published code keep axis 0 instead. `axes=None` or
     `()` returns `gradient` unchanged.
 
-    Reference: Yong et al., [Gradient Centralization](
-    https://arxiv.org/abs/2004.01461), 2020.
+    Args:
+        gradient: a tensor.
+        axes: the fan-in axes (a tuple of ints), or `None`.
+
+    Returns:
+        The centralized gradient, same shape and dtype.
+
+    Examples:
+        One mean per column (output unit) of a `Dense` kernel `(3, 2)`:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> print(ops.convert_to_numpy(transforms.centralize(g, (0,))))
+        [[-2. -2.]
+         [ 0.  0.]
+         [ 2.  2.]]
+
+    References:
+        - Yong et al., [Gradient Centralization](
+          https://arxiv.org/abs/2004.01461), 2020.
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     if not axes:
         return gradient
@@ -62,6 +99,29 @@ def unit_mean(gradient, axes):
     residue for the normalization to blow up to unit norm. Written so that
     compilers fuse the shift into the reduction instead of materializing
     `g - g0`.
+
+    Update rule:
+
+        mean(g, axes) = g0 + mean(g - g0, axes)
+
+    Args:
+        gradient: a tensor.
+        axes: the axes to average over (a non-empty tuple of ints).
+
+    Returns:
+        The mean, with `axes` kept as size-1 dimensions.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> print(ops.convert_to_numpy(transforms.unit_mean(g, (0,))))
+        [[3. 4.]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     ndim = len(gradient.shape)
     axes = tuple(sorted(a % ndim for a in axes))
@@ -127,6 +187,32 @@ def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
 
     Computed in float32 for float16/bfloat16 gradients and returned in the
     gradient's dtype. Empty tensors are returned unchanged.
+
+    Args:
+        gradient: a tensor.
+        axes: the fan-in axes of the centralization, or `None`.
+        epsilon: the `epsilon` of the normalization, > 0.
+        centralize_: whether to centralize. Defaults to `True`.
+        normalize_: whether to normalize. Defaults to `True`.
+
+    Returns:
+        The standardized gradient, same shape and dtype.
+
+    Examples:
+        Centralized to `[[-2, -2], [0, 0], [2, 2]]`, whose norm is 4:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> print(ops.convert_to_numpy(transforms.standardize(g, (0,), 1e-8)))
+        [[-0.5 -0.5]
+         [ 0.   0. ]
+         [ 0.5  0.5]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     return standardize_with_norm(
         gradient, axes, epsilon, centralize_=centralize_, normalize_=normalize_
@@ -162,8 +248,26 @@ def softplus_calibrate(denominator, beta):
     It replaces Adam's `d + epsilon`: `d` is kept where `beta * d >> 1` and
     floored at `log(2) / beta` near zero (0.0139 for `beta = 50`).
 
-    Reference: Tong et al., [Calibrating the Adaptive Learning Rate to
-    Improve Convergence of ADAM](https://arxiv.org/abs/1908.00700), 2019.
+    Args:
+        denominator: `d`, a non-negative tensor.
+        beta: the sharpness, > 0.
+
+    Returns:
+        The calibrated denominator, same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> d = np.array([0.0, 0.01, 0.5], "float32")
+        >>> print(np.round(ops.convert_to_numpy(transforms.softplus_calibrate(d, 50.0)), 4))
+        [0.0139 0.0195 0.5   ]
+
+    References:
+        - Tong et al., [Calibrating the Adaptive Learning Rate to Improve
+          Convergence of ADAM](https://arxiv.org/abs/1908.00700), 2019.
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     # d <- softplus(beta * d) / beta
     return ops.divide(ops.softplus(ops.multiply(denominator, beta)), beta)
@@ -177,8 +281,27 @@ def lookahead_merge(fast, slow, alpha):
 
     after which the caller sets `S <- W`. `alpha = 1` keeps the fast weights.
 
-    Reference: Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
-    back](https://arxiv.org/abs/1907.08610), 2019.
+    Args:
+        fast: `W`, the weights after the inner optimizer's k steps.
+        slow: `S`, the slow copy.
+        alpha: the interpolation factor, in (0, 1].
+
+    Returns:
+        The merged weights.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> w, s = np.array([2.0, 4.0], "float32"), np.array([0.0, 0.0], "float32")
+        >>> print(ops.convert_to_numpy(transforms.lookahead_merge(w, s, 0.5)))
+        [1. 2.]
+
+    References:
+        - Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
+          back](https://arxiv.org/abs/1907.08610), 2019.
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     # W <- S + alpha * (W - S)
     return ops.add(slow, ops.multiply(ops.subtract(fast, slow), alpha))
@@ -190,8 +313,28 @@ def decoupled_weight_decay(weight, learning_rate, weight_decay):
     Update rule:
         W <- W - lr * weight_decay * W
 
-    Reference: Loshchilov and Hutter, [Decoupled Weight Decay
-    Regularization](https://arxiv.org/abs/1711.05101), 2019.
+    SING applies it before the update, to ndim > 1 variables only by
+    default (`SING`'s `weight_decay_mode`).
+
+    Args:
+        weight: `W`.
+        learning_rate: `lr`, the host's learning rate at this step.
+        weight_decay: the host's decoupled weight decay.
+
+    Returns:
+        The decayed weights.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> w = np.array([1.0, -2.0], "float32")
+        >>> print(ops.convert_to_numpy(transforms.decoupled_weight_decay(w, 0.1, 0.5)))
+        [ 0.95 -1.9 ]
+
+    References:
+        - Loshchilov and Hutter, [Decoupled Weight Decay
+          Regularization](https://arxiv.org/abs/1711.05101), 2019.
     """
     # W <- W - W * wd * lr
     return ops.subtract(weight, weight * weight_decay * learning_rate)
@@ -202,6 +345,29 @@ def adam_moments(m, v, gradient, beta_1, beta_2):
 
     Update rule:
         m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+
+    Args:
+        m: the first moment.
+        v: the second moment.
+        gradient: `g`, the standardized gradient.
+        beta_1: `b1`.
+        beta_2: `b2`.
+
+    Returns:
+        `(m, v)`, the new moments.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> zeros, g = np.zeros(2, "float32"), np.array([0.5, -0.5], "float32")
+        >>> m, v = transforms.adam_moments(zeros, zeros, g, 0.9, 0.999)
+        >>> print(np.round(ops.convert_to_numpy(m), 6), np.round(ops.convert_to_numpy(v), 6))
+        [ 0.05 -0.05] [0.00025 0.00025]
+
+    References:
+        - Kingma and Ba, [Adam: A Method for Stochastic Optimization](
+          https://arxiv.org/abs/1412.6980), 2015.
     """
     # m <- b1 m + (1 - b1) g
     m = ops.add(ops.multiply(m, beta_1), ops.multiply(gradient, 1 - beta_1))
@@ -221,6 +387,36 @@ def adam_denominator(v, step, beta_2, epsilon, softplus_beta=None):
         d <- d + epsilon                   otherwise
 
     Keras's `Adam` adds its `epsilon` to the uncorrected `sqrt(v)` instead.
+
+    Args:
+        v: the second moment.
+        step: `t`, the 1-based real update count.
+        beta_2: `b2`.
+        epsilon: added when `softplus_beta` is `None`.
+        softplus_beta: `beta` of the softplus calibration, or `None` for
+            `d + epsilon`. Defaults to `None`.
+
+    Returns:
+        The denominator `d`, same shape as `v`.
+
+    Examples:
+        After one step on `g = 0.5` (`v = 0.001 * 0.25`), `d` is `|g|`:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> v = np.array([0.00025, 0.0], "float32")
+        >>> d = transforms.adam_denominator(v, 1, 0.999, 1e-8, softplus_beta=50.0)
+        >>> print(np.round(ops.convert_to_numpy(d), 4))
+        [0.5    0.0139]
+
+    References:
+        - Kingma and Ba, [Adam: A Method for Stochastic Optimization](
+          https://arxiv.org/abs/1412.6980), 2015.
+        - Tong et al., [Calibrating the Adaptive Learning Rate to Improve
+          Convergence of ADAM](https://arxiv.org/abs/1908.00700), 2019.
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     # d <- sqrt(v) / sqrt(1 - b2^t)
     d = ops.divide(ops.sqrt(v), ops.sqrt(1 - ops.power(beta_2, step)))
@@ -235,6 +431,33 @@ def adam_update(weight, m, denominator, learning_rate, step, beta_1):
 
     Update rule:
         W <- W - lr / (1 - b1^t) * m / d
+
+    Args:
+        weight: `W`.
+        m: the first moment.
+        denominator: `d`, from `adam_denominator`.
+        learning_rate: `lr`, the host's learning rate at this step.
+        step: `t`, the 1-based real update count.
+        beta_1: `b1`.
+
+    Returns:
+        The updated weights.
+
+    Examples:
+        Adam's first step moves each weight by `lr` against the
+        gradient's sign:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> w, m = np.ones(2, "float32"), np.array([0.05, -0.05], "float32")
+        >>> d = np.array([0.5, 0.5], "float32")
+        >>> print(ops.convert_to_numpy(transforms.adam_update(w, m, d, 5e-3, 1, 0.9)))
+        [0.995 1.005]
+
+    References:
+        - Kingma and Ba, [Adam: A Method for Stochastic Optimization](
+          https://arxiv.org/abs/1412.6980), 2015.
     """
     # W <- W - lr / (1 - b1^t) * m / d
     step_size = ops.divide(learning_rate, 1 - ops.power(beta_1, step))
@@ -364,8 +587,40 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
 
 
 def standardize_gradient(gradient, hyper):
-    """(1)-(2) as `hyper` says: `(g, ||g||_2)`; the raw gradient and its
-    norm when `hyper.standardize` is false."""
+    """SING's steps (1)-(2) as `hyper` says, with the norm.
+
+    Update rule:
+
+        g <- G - mean(G, hyper.centralize_axes)      if axes
+        g <- g / (||g||_2 + hyper.epsilon)            if hyper.normalize
+
+    Args:
+        gradient: `G`.
+        hyper: an `AdamHyper`.
+
+    Returns:
+        `(g, ||g||_2)`: the standardized gradient and the norm it was
+        divided by; the raw gradient and its norm when `hyper.standardize`
+        is false.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> hyper = transforms.AdamHyper(
+        ...     beta_1=0.9, beta_2=0.999, weight_decay=0.0, epsilon=1e-8,
+        ...     softplus_beta=50.0, centralize_axes=(0,), normalize=True,
+        ...     standardize=True, lookahead_steps=5, lookahead_alpha=0.5,
+        ... )
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> g, norm = transforms.standardize_gradient(g, hyper)
+        >>> float(norm)
+        4.0
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     if not hyper.standardize:
         dtype = compute_dtype(gradient.dtype)
         return gradient, l2_norm(ops.cast(gradient, dtype))
@@ -383,6 +638,24 @@ def all_finite(tensors):
     `sum(0 * x)` is 0 for a finite `x` and NaN if `x` holds a NaN or an inf
     (inf * 0 = NaN), and cannot overflow: a plain float reduction, which
     XLA fuses better than a reduction of booleans. `None`s are ignored.
+
+    Args:
+        tensors: a list of tensors or `None`s.
+
+    Returns:
+        A boolean scalar tensor (`True` for an empty list).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> ok = np.ones(3, "float32")
+        >>> bool(transforms.all_finite([ok, None])), bool(transforms.all_finite([ok, np.array([np.inf])]))
+        (True, False)
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     sums = [
         ops.cast(ops.sum(ops.multiply(x, 0)), "float32")

@@ -27,14 +27,67 @@ import numpy as np
 
 
 def num_classes(num_rectangles):
-    """The number of depth classes for `num_rectangles` rectangles."""
+    """The number of depth classes for `num_rectangles` rectangles.
+
+    Depths run from 0 (the background) to `num_rectangles`.
+
+    Args:
+        num_rectangles: rectangles per image.
+
+    Returns:
+        `num_rectangles + 1`.
+
+    Examples:
+        >>> from keras_sing.datasets import rde
+        >>> rde.num_classes(6)
+        7
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
+    """
     return num_rectangles + 1
 
 
 def sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size=None, max_size=None):
     """Random rectangles `(y0, x0, y1, x1)`, half-open, in painting order.
 
-    Returns an int32 array of shape `(num_samples, num_rectangles, 4)`.
+    Each side is drawn uniformly in `[min_size, max_size]`, then the
+    top-left corner uniformly among the positions where the rectangle
+    fits in the image.
+
+    Args:
+        rng: a `numpy.random.Generator`.
+        num_samples: number of images.
+        image_size: side of the square images, in pixels.
+        num_rectangles: rectangles per image.
+        min_size: smallest side, in pixels. Defaults to `None`:
+            `image_size // 8`, at least 2.
+        max_size: largest side, in pixels. Defaults to `None`:
+            `image_size // 2`.
+
+    Returns:
+        An int32 array of shape `(num_samples, num_rectangles, 4)`.
+
+    Raises:
+        ValueError: unless `1 <= min_size <= max_size <= image_size`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_sing.datasets import rde
+        >>> rects = rde.sample_rectangles(np.random.default_rng(0), 2, 16, 3)
+        >>> rects.shape, rects.dtype.name
+        ((2, 3, 4), 'int32')
+        >>> bool(((rects[..., 2:] - rects[..., :2]) >= 2).all())  # sides >= 16 // 8
+        True
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
     """
     min_size = min_size or max(2, image_size // 8)
     max_size = max_size or image_size // 2
@@ -55,11 +108,32 @@ def sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size=Non
 def top_rectangle(rectangles, image_size):
     """Index of the rectangle on top at each pixel (-1 for background).
 
+    The last painted rectangle that covers a pixel is on top there.
+
     Args:
         rectangles: `(n, k, 4)` int array in painting order.
+        image_size: side of the square images, in pixels.
 
     Returns:
         int32 array `(n, image_size, image_size)`.
+
+    Examples:
+        Rectangle 1 is painted over rectangle 0:
+
+        >>> import numpy as np
+        >>> from keras_sing.datasets import rde
+        >>> rects = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]])  # painted in order
+        >>> print(rde.top_rectangle(rects, 4)[0])
+        [[ 0  0 -1 -1]
+         [ 0  1  1 -1]
+         [-1  1  1 -1]
+         [-1 -1 -1 -1]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
     """
     grid = np.arange(image_size)
     y0, x0, y1, x1 = (rectangles[..., i][..., None] for i in range(4))
@@ -75,7 +149,29 @@ def top_rectangle(rectangles, image_size):
 def rectangle_depths(rectangles, top):
     """Depth of every rectangle (0 for invisible ones), exactly.
 
-    Returns an int32 array `(n, k)`.
+    A visible rectangle's depth is 1 + the largest depth among the visible
+    rectangles it occludes (painted before it and intersecting it), 1 if
+    it occludes none.
+
+    Args:
+        rectangles: `(n, k, 4)` int array in painting order.
+        top: `top_rectangle(rectangles, image_size)`.
+
+    Returns:
+        An int32 array `(n, k)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_sing.datasets import rde
+        >>> rects = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]])  # painted in order
+        >>> print(rde.rectangle_depths(rects, rde.top_rectangle(rects, 4)))
+        [[1 2]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
     """
     n, k, _ = rectangles.shape
     visible = np.zeros((n, k), dtype=bool)
@@ -99,7 +195,31 @@ def rectangle_depths(rectangles, top):
 
 
 def depth_labels(rectangles, image_size):
-    """Per-pixel depth labels `(n, image_size, image_size)`, int32."""
+    """Per-pixel depth labels: the depth of what is on top at each pixel.
+
+    Args:
+        rectangles: `(n, k, 4)` int array in painting order.
+        image_size: side of the square images, in pixels.
+
+    Returns:
+        An int32 array `(n, image_size, image_size)`, values in `[0, k]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_sing.datasets import rde
+        >>> rects = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]])  # painted in order
+        >>> print(rde.depth_labels(rects, 4)[0])
+        [[1 1 0 0]
+         [1 2 2 0]
+         [0 2 2 0]
+         [0 0 0 0]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
+    """
     top = top_rectangle(rectangles, image_size)
     return _pixel_depths(top, rectangle_depths(rectangles, top))
 
@@ -113,7 +233,37 @@ def _pixel_depths(top, depth):
 
 
 def render(rng, rectangles, image_size, top=None):
-    """RGB float32 images in [0, 1]: random colours, painted in order."""
+    """RGB images: random colours, painted in order.
+
+    Each image gets one random colour for its background and one for each
+    rectangle, uniform in [0, 1]^3.
+
+    Args:
+        rng: a `numpy.random.Generator`.
+        rectangles: `(n, k, 4)` int array in painting order.
+        image_size: side of the square images, in pixels.
+        top: `top_rectangle(rectangles, image_size)`, if already computed.
+            Defaults to `None` (computed here).
+
+    Returns:
+        A float32 array `(n, image_size, image_size, 3)` in [0, 1].
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras_sing.datasets import rde
+        >>> rects = np.array([[[0, 0, 2, 2], [1, 1, 3, 3]]])  # painted in order
+        >>> images = rde.render(np.random.default_rng(0), rects, 4)
+        >>> images.shape, images.dtype.name
+        ((1, 4, 4, 3), 'float32')
+        >>> bool((images[0, 1, 1] == images[0, 2, 2]).all())  # both rectangle 1
+        True
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
+    """
     n, k, _ = rectangles.shape
     if top is None:
         top = top_rectangle(rectangles, image_size)
@@ -135,12 +285,31 @@ def generate(num_samples, image_size=64, num_rectangles=6, seed=0, min_size=None
             `[0, num_rectangles]`. Defaults to `6`.
         seed: the random seed; the same seed gives the same data.
             Defaults to `0`.
-        min_size, max_size: bounds of the rectangle sides in pixels.
-            Default to `image_size // 8` (at least 2) and `image_size // 2`.
+        min_size: smallest rectangle side, in pixels. Defaults to `None`:
+            `image_size // 8`, at least 2.
+        max_size: largest rectangle side, in pixels. Defaults to `None`:
+            `image_size // 2`.
 
     Returns:
         `(images, labels)`: float32 `(n, s, s, 3)` in [0, 1] and int32
         `(n, s, s)`.
+
+    Raises:
+        ValueError: unless `1 <= min_size <= max_size <= image_size`.
+
+    Examples:
+        >>> from keras_sing.datasets import rde
+        >>> images, labels = rde.generate(4, image_size=16, num_rectangles=3, seed=0)
+        >>> images.shape, labels.shape
+        ((4, 16, 16, 3), (4, 16, 16))
+        >>> int(labels.min()) >= 0 and int(labels.max()) < rde.num_classes(3)
+        True
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023: the RDE task, whose
+          generator is not public; this is a reimplementation from its
+          description.
     """
     rng = np.random.default_rng(seed)
     rectangles = sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size, max_size)
