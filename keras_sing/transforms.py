@@ -144,7 +144,29 @@ def l2_norm(x, bound=None):
     compiled code has no `cond` per variable. `bound` is a tensor with
     `max|x| <= 4 max|bound|`: the raw gradient for a centralized one
     (|g - mean(g)| <= 2 max|g|), whose maximum can then be taken in the
-    same pass as its mean. An all-zero `x` gives 0.
+    same pass as its mean. An all-zero `x` (or an empty one) gives 0.
+
+    Args:
+        x: a tensor.
+        bound: a tensor with `max|x| <= 4 max|bound|`, whose maximum sets
+            the scale, or `None` for `x` itself. Defaults to `None`.
+
+    Returns:
+        A scalar: `||x||_2`, in `x`'s dtype.
+
+    Examples:
+        Exact where `sum(x^2)` would overflow float32:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> x = np.array([3e30, 4e30], "float32")
+        >>> print(f"{float(ops.convert_to_numpy(transforms.l2_norm(x))):.3g}")
+        5e+30
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     if 0 in tuple(x.shape):
         return ops.zeros((), x.dtype)
@@ -157,8 +179,34 @@ def l2_norm(x, bound=None):
 
 
 def power_of_two_scale(magnitude):
-    """`(2^k, 2^-k)`, `k = floor(log2(magnitude))` clipped so that both are
-    normal numbers of `magnitude`'s dtype (0 gives the smallest `2^k`)."""
+    """The power of two at or below a magnitude, and its inverse.
+
+    Update rule:
+        k = clip(floor(log2(magnitude)), minexp, -minexp)
+        returns (2^k, 2^-k)
+
+    `k` is clipped so that both are normal numbers of `magnitude`'s dtype
+    (0 gives the smallest `2^k`). Multiplying by either is exact: `l2_norm`
+    scales by them.
+
+    Args:
+        magnitude: a non-negative scalar tensor.
+
+    Returns:
+        `(2^k, 2^-k)`, two scalars in `magnitude`'s dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> scale, inverse = transforms.power_of_two_scale(np.float32(12.0))
+        >>> print(ops.convert_to_numpy(scale), ops.convert_to_numpy(inverse))
+        8.0 0.125
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     info = np.finfo(backend.standardize_dtype(magnitude.dtype))
     k = ops.clip(ops.floor(ops.log2(magnitude)), info.minexp, -info.minexp)
     two = ops.cast(2, magnitude.dtype)
@@ -173,6 +221,25 @@ def normalize(gradient, epsilon):
 
     An all-zero gradient stays all-zero (never NaN), and a positive rescaling
     `c * g` gives the same result as long as `c * ||g|| >> epsilon`.
+
+    Args:
+        gradient: a tensor.
+        epsilon: added to the norm, > 0.
+
+    Returns:
+        The normalized gradient, same shape and dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([3.0, 4.0], "float32")
+        >>> print(ops.convert_to_numpy(transforms.normalize(g, 1e-8)))
+        [0.6 0.8]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
     """
     # g <- g / (||g|| + eps)
     return ops.divide(gradient, l2_norm(gradient) + epsilon)
@@ -222,8 +289,38 @@ def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
 def standardize_with_norm(
     gradient, axes, epsilon, *, centralize_=True, normalize_=True
 ):
-    """`standardize`, also returning `||g||_2` of the centralized gradient
-    (the norm it divides by, float32 or wider), which SING records."""
+    """`standardize`, also returning the norm it divides by.
+
+    Update rule:
+        g <- g - mean(g, axes)           if centralize_ and axes
+        n = ||g||_2                      (l2_norm, scaled by max|G|)
+        g <- g / (n + epsilon)           if normalize_
+
+    Args:
+        gradient: a tensor.
+        axes: the fan-in axes of the centralization, or `None`.
+        epsilon: the `epsilon` of the normalization, > 0.
+        centralize_: whether to centralize. Defaults to `True`.
+        normalize_: whether to normalize. Defaults to `True`.
+
+    Returns:
+        `(g, n)`: the standardized gradient (same shape and dtype) and `n`,
+        the norm of the centralized gradient (a float32 or wider scalar),
+        which SING records.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> g, n = transforms.standardize_with_norm(g, (0,), 1e-8)
+        >>> print(ops.convert_to_numpy(n))
+        4.0
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     dtype = backend.standardize_dtype(gradient.dtype)
     if 0 in tuple(gradient.shape):
         return gradient, ops.zeros((), compute_dtype(dtype))
@@ -473,6 +570,27 @@ def lookahead_seed(slow, weight, first):
     `slow` and `weight` are tensors, or lists of tensors: one `cond` on the
     scalar `first` for all of them (compiled, the other steps copy
     nothing, and a list costs one branch, not one per variable).
+
+    Args:
+        slow: `S`, a tensor or a list of tensors.
+        weight: `W`, the same structure as `slow`.
+        first: a scalar boolean: whether this is the first update.
+
+    Returns:
+        The new `S`: copies of `weight` (in `slow`'s dtypes) if `first`,
+        else `slow`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> s = transforms.lookahead_seed(np.zeros(2, "float32"), np.ones(2, "float32"), True)
+        >>> print(ops.convert_to_numpy(s))
+        [1. 1.]
+
+    References:
+        - Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
+          back](https://arxiv.org/abs/1907.08610), 2019.
     """
 
     def seeded():
@@ -494,6 +612,27 @@ def lookahead_sync(weight, slow, sync, alpha):
     `weight` and `slow` are tensors, or lists of tensors: one `cond` on the
     scalar `sync` for all of them (compiled, the other steps leave `S`
     untouched).
+
+    Args:
+        weight: `W`, a tensor or a list of tensors.
+        slow: `S`, the same structure as `weight`.
+        sync: a scalar boolean: whether this step synchronizes.
+        alpha: LookAhead's `alpha`, in (0, 1].
+
+    Returns:
+        `(W, S)`, the new values (each the same structure as the inputs).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> w, s = transforms.lookahead_sync(np.full(2, 3.0, "float32"), np.ones(2, "float32"), True, 0.5)
+        >>> print(ops.convert_to_numpy(w), ops.convert_to_numpy(s))
+        [2. 2.] [2. 2.]
+
+    References:
+        - Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
+          back](https://arxiv.org/abs/1907.08610), 2019.
     """
 
     def merged_one(w, s):
@@ -540,21 +679,58 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
         W <- W - lr / (1 - b1^t) m / d(v)         d: adam_denominator
         W, S <- S + alpha (W - S), W              t % k = 0 (LookAhead)
 
+    The optimizer runs LookAhead once for all variables around the host's
+    update (`slow=None` here), except under `tf.distribute`, where each
+    variable's update calls this with its `slow`.
+
     Args:
-        gradient, weight, m, v, slow: values (not variables); `slow` and
-            `v_max` may be `None` (no LookAhead, no amsgrad).
+        gradient: `G`, the gradient value (not a variable).
+        weight: `W`.
+        m: Adam's first moment.
+        v: Adam's second moment.
+        slow: LookAhead's `S`, or `None` for no LookAhead here.
         step: `t`, the 1-based real update count (a scalar).
         learning_rate: `lr_t` (a scalar).
-        hyper: an `AdamHyper`.
-        v_max: amsgrad's running maximum of `v`, or `None`.
+        hyper: an `AdamHyper`: `beta_1`, `beta_2`, `weight_decay`,
+            `epsilon`, `softplus_beta` (None: plain `+ epsilon`),
+            `centralize_axes`, `normalize`, `standardize`,
+            `lookahead_steps`, `lookahead_alpha`.
+        v_max: amsgrad's running maximum of `v`, or `None`. Defaults to
+            `None`.
         is_update: `False` on gradient-accumulation micro-steps whose
             results are discarded: then LookAhead neither seeds nor syncs.
+            Defaults to `True`.
 
     Returns:
         `(weight, m, v, v_max, slow, norm)`, the new values and `||g||_2`
         (the norm the normalization divides by; the raw gradient's for an
         unstandardized variable). Nothing is decided here about
         non-finite gradients: the caller keeps or discards the whole step.
+
+    Examples:
+        One step from zero moments: the centralized gradient is
+        `[-0.5, 0.5]`, and Adam's first step moves each weight by about
+        `lr` against its sign.
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> hyper = transforms.AdamHyper(
+        ...     beta_1=0.9, beta_2=0.999, weight_decay=0.0, epsilon=1e-8,
+        ...     softplus_beta=None, centralize_axes=(0,), normalize=True,
+        ...     standardize=True, lookahead_steps=None, lookahead_alpha=0.5)
+        >>> zeros = np.zeros((2, 1), "float32")
+        >>> g = np.array([[1.0], [2.0]], "float32")
+        >>> w, m, v, _, _, n = transforms.sing_adam_step(
+        ...     g, zeros, zeros, zeros, None, 1, 0.1, hyper)
+        >>> print(np.round(ops.convert_to_numpy(w), 4).ravel())
+        [ 0.1 -0.1]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+        - Loshchilov and Hutter, [Decoupled Weight Decay
+          Regularization](https://arxiv.org/abs/1711.05101), 2019.
     """
     dtype = compute_dtype(weight.dtype)
     lr = ops.cast(learning_rate, dtype)

@@ -44,15 +44,7 @@ PUBLIC_CLASSES = (
 
 # Present in the reference, but their docstrings are not (yet) on the
 # template.
-_REWRITTEN = "its function body is being rewritten; docstring to follow"
 PENDING = {
-    "keras_sing.transforms.l2_norm": _REWRITTEN,
-    "keras_sing.transforms.scaled_l2_norm": _REWRITTEN,
-    "keras_sing.transforms.normalize": _REWRITTEN,
-    "keras_sing.transforms.standardize_with_norm": _REWRITTEN,
-    "keras_sing.transforms.lookahead_seed": _REWRITTEN,
-    "keras_sing.transforms.lookahead_sync": _REWRITTEN,
-    "keras_sing.transforms.sing_adam_step": _REWRITTEN,
     "keras_sing.transforms.AdamHyper": (
         "a namedtuple: its docstring is generated; `sing_adam_step` and "
         "`standardize_gradient` describe its fields"
