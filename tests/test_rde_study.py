@@ -192,7 +192,7 @@ def test_report_picks_the_best_stable_lr_and_judges_against_the_spread(tmp_path)
     text = rde_report.main(["--scale", "cpu", "--runs", str(runs_dir), "--md", str(tmp_path / "r.md"),
                             "--figures", str(tmp_path / "f")]).read_text()
     assert "| AdamW | 0.001 | 71.00% ± 1.00 (3 seeds) |" in text
-    assert "SING is ahead by 9.00 points, a clear difference" in text
+    assert "SING is ahead by 9.00 points, clearly beyond the seed spread" in text
     assert "diverged at 0.01" in text
     # SGD: +0.5 point with one seed each: no clear winner, listed where SING does not help
     assert "SING(SGD) vs SGD (momentum 0.9): +0.50 points (under 1 point with a single seed" in text
