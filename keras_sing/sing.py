@@ -936,7 +936,26 @@ def _host_setting(name):
         if host is not None:
             setattr(host, name, value)
 
-    return property(get, set_, doc=f"The host's `{name}`.")
+    get.__doc__ = _HOST_SETTING_DOC.format(name=name)
+    return property(get, set_, doc=get.__doc__)
+
+
+_HOST_SETTING_DOC = """The host's `{name}`, read and set through SING.
+
+    SING has no `{name}` of its own: reading it gives the host's value and
+    setting it sets the host's (Keras's trainer, callbacks and users read
+    such settings on the optimizer they hold).
+
+    Returns:
+        `inner_optimizer.{name}`.
+
+    Examples:
+        >>> import keras
+        >>> import keras_sing
+        >>> opt = keras_sing.SING(keras.optimizers.AdamW(1e-3))
+        >>> opt.{name} == opt.inner_optimizer.{name}
+        True
+    """
 
 
 for _name in _HOST_ARGUMENTS:

@@ -666,6 +666,39 @@ AdamHyper = collections.namedtuple(
 )
 
 
+AdamHyper.__doc__ = """The hyper-parameters of `sing_adam_step`, for one variable.
+
+    Python numbers (or scalars), fixed for a variable: the optimizer builds
+    one per variable from the host's and SING's settings.
+
+    Args:
+        beta_1: Adam's `b1`.
+        beta_2: Adam's `b2`.
+        weight_decay: the decoupled decay `wd` of (3), 0 for none.
+        epsilon: the normalization's `eps` (2), and `d`'s without softplus.
+        softplus_beta: `beta` of the softplus calibration (4b), `None` for
+            `d + eps`.
+        centralize_axes: the fan-in axes of (1), `None` for none.
+        normalize: whether to apply (2).
+        standardize: `False` to use the gradient as given (`exclude`).
+        lookahead_steps: LookAhead's `k`, `None` for none.
+        lookahead_alpha: LookAhead's `alpha`.
+
+    Examples:
+        >>> from keras_sing import transforms
+        >>> hyper = transforms.AdamHyper(
+        ...     beta_1=0.9, beta_2=0.999, weight_decay=0.0, epsilon=1e-8,
+        ...     softplus_beta=50.0, centralize_axes=(0,), normalize=True,
+        ...     standardize=True, lookahead_steps=5, lookahead_alpha=0.5)
+        >>> hyper.softplus_beta
+        50.0
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
+
+
 def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
                    v_max=None, is_update=True):
     """The paper's whole step for one variable: AdamW + SING + LookAhead.
