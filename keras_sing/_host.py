@@ -16,6 +16,8 @@ micro-step counter and its variable index; it calls the math of
 keras_sing reaches into Keras's private attributes.
 """
 
+import contextlib
+import contextvars
 import functools
 import sys
 
@@ -232,11 +234,16 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     would cost compile time and steps. Under `tf.distribute` the update
     runs per variable in the strategy's cross-replica update, so there
     `update_step` does LookAhead per variable instead."""
-    if not sing.lookahead or lookahead_per_variable():
+    if not sing.lookahead or lookahead_per_variable() or _DEFERRED.get():
         host_backend_update_step(grads, variables, learning_rate)
         return
     host = sing.inner_optimizer
-    slots = [sing._slow_weights[host._get_variable_index(v)] for v in variables]
+    pairs = [
+        (v, sing._slow_weights[host._get_variable_index(v)]) for v in variables
+    ]
+    pairs = [(v, s) for v, s in pairs if s is not None]
+    slots = [s for _, s in pairs]
+    lookahead_variables = [v for v, _ in pairs]
     step, is_update = real_step(host, read(host._iterations))
     first = ops.logical_and(ops.equal(step, 1), is_update)
     sync = ops.logical_and(
@@ -244,24 +251,94 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     )
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                         learning_rate, slots, first, sync)
+                         learning_rate, lookahead_variables, slots, first,
+                         sync)
         return
     _assign_when(
         host, first, slots,
         lambda: transforms.lookahead_seed(
-            [read(s) for s in slots], [read(v) for v in variables], True
+            [read(s) for s in slots],
+            [read(v) for v in lookahead_variables],
+            True,
         ),
     )
     host_backend_update_step(grads, variables, learning_rate)
 
     def synced():
         w, slow = transforms.lookahead_sync(
-            [read(v) for v in variables], [read(s) for s in slots], True,
+            [read(v) for v in lookahead_variables],
+            [read(s) for s in slots],
+            True,
             sing.lookahead_alpha,
         )
         return w + slow
 
-    _assign_when(host, sync, list(variables) + slots, synced)
+    _assign_when(host, sync, lookahead_variables + slots, synced)
+
+
+# Set by `lookahead_deferred()`: the step's LookAhead runs after it, on the
+# step's selected values (`lookahead_after_step`), not around the update.
+_DEFERRED = contextvars.ContextVar("keras_sing_lookahead_deferred", default=False)
+
+
+@contextlib.contextmanager
+def lookahead_deferred():
+    """Within it, `backend_update_step` leaves LookAhead to the caller."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def can_defer_lookahead(sing):
+    """Whether JAX's functional step may run LookAhead after the host's
+    step: not with the host's EMA, which averages the weights inside the
+    step, after LookAhead's sync."""
+    return sing.lookahead and not sing.inner_optimizer.use_ema
+
+
+def lookahead_after_step(sing, finite, old, new):
+    """LookAhead for all variables on `stateless_apply`'s values, after
+    the step and its skip: `new`'s lists are updated in place.
+
+    `old`, `new`: `(trainable values, optimizer values)` before and after
+    the step (after `where(finite, new, old)`). The seed and the sync are
+    one `cond` each, taken only on a real, finite update (`finite` is
+    `None` without the check), so their results need no select after
+    them: a select after a `cond` costs XLA a pass over every weight and
+    slow copy on every step."""
+    (old_trainable, old_optimizer), (new_trainable, new_optimizer) = old, new
+    host = sing.inner_optimizer
+    counter = _position(sing.variables, micro_step_counter(host))
+    step, is_update = real_step(host, old_optimizer[counter])
+    taken = ops.convert_to_tensor(is_update)
+    if finite is not None:
+        taken = ops.logical_and(taken, finite)
+    pairs = [
+        (i, _position(sing.variables, s))
+        for i, s in enumerate(sing._slow_weights)
+        if s is not None
+    ]
+    if not pairs:
+        return
+    before = [old_trainable[i] for i, _ in pairs]
+    fast = [new_trainable[i] for i, _ in pairs]
+    slow = [new_optimizer[j] for _, j in pairs]
+    # S <- W just before the first real update
+    first = ops.logical_and(taken, ops.equal(step, 1))
+    slow = transforms.lookahead_seed(slow, before, first)
+    # every k-th real update: W <- S + alpha (W - S) ;  S <- W
+    sync = ops.logical_and(
+        taken, ops.equal(ops.mod(step, sing.lookahead_steps), 0)
+    )
+    fast, slow = transforms.lookahead_sync(fast, slow, sync, sing.lookahead_alpha)
+    for (i, j), w, s in zip(pairs, fast, slow):
+        new_trainable[i], new_optimizer[j] = w, s
+
+
+def _position(variables, variable):
+    return next(i for i, v in enumerate(variables) if v is variable)
 
 
 def lookahead_per_variable():
@@ -470,7 +547,7 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
 
 
 def _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                     learning_rate, slots, first, sync):
+                     learning_rate, lookahead_variables, slots, first, sync):
     """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
     LookAhead touches S only at t = 1 and every k-th step, so the flags
     are read on the host: one synchronization per step."""
@@ -478,7 +555,7 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 
     from keras_sing.backend import torch as torch_backend
 
-    weights = [v.value for v in variables]
+    weights = [v.value for v in lookahead_variables]
     slow = [s.value for s in slots]
     with torch.no_grad():
         if bool(first):

@@ -5,6 +5,7 @@ math is in `keras_sing.transforms`; what touches Keras internals is in
 `keras_sing._host`.
 """
 
+import contextlib
 import copy
 import re
 import warnings
@@ -578,10 +579,17 @@ class SING(keras.optimizers.Optimizer):
                 f"`SING.variables` 1:1: expected {len(self.variables)}, "
                 f"received {len(optimizer_values)}."
             )
-        new_trainable, new_optimizer = _host.stateless_apply_unchecked(
-            self, optimizer_values, grads, trainable_values
-        )
+        defer = _host.can_defer_lookahead(self)
+        with _host.lookahead_deferred() if defer else contextlib.nullcontext():
+            new_trainable, new_optimizer = _host.stateless_apply_unchecked(
+                self, optimizer_values, grads, trainable_values
+            )
+        old = (trainable_values, optimizer_values)
         if self.on_nonfinite == "ignore":
+            if defer:
+                _host.lookahead_after_step(
+                    self, None, old, (new_trainable, new_optimizer)
+                )
             return new_trainable, new_optimizer
         finite = backend_lib.shared_flag(_host.all_finite(grads))
         new_trainable = [
@@ -598,6 +606,10 @@ class SING(keras.optimizers.Optimizer):
             optimizer_values[skipped],
             ops.cast(ops.logical_not(finite), optimizer_values[skipped].dtype),
         )
+        if defer:
+            _host.lookahead_after_step(
+                self, finite, old, (new_trainable, new_optimizer)
+            )
         iterations = _position(
             self.variables, _host.micro_step_counter(self.inner_optimizer)
         )

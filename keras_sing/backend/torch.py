@@ -73,7 +73,13 @@ def standardize(grads, axes, normalize, epsilon):
 
 def power_of_two_scale(magnitudes):
     """`transforms.power_of_two_scale` for a list: `(2^k, 2^-k)` lists,
-    each in its magnitude's dtype (computed together in float64)."""
+    each in its magnitude's dtype."""
+    dtypes = {m.dtype for m in magnitudes}
+    if len(dtypes) == 1:  # the usual case: one stack, no conversions
+        k = torch.stack(magnitudes).log2().floor()
+        limit = -math.log2(torch.finfo(k.dtype).tiny)
+        k = k.clamp(-limit, limit)
+        return list(torch.exp2(k).unbind()), list(torch.exp2(-k).unbind())
     k = torch.stack([m.to(torch.float64) for m in magnitudes]).log2().floor()
     # 2^k and 2^-k normal in each dtype: |k| <= -log2(tiny)
     limit = torch.tensor(
