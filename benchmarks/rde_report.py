@@ -362,7 +362,6 @@ def parts_answer(s):
     ref = s.get("sing")
     lines = []
     if ref and ref["best_row"]:
-        tol = ref["best_row"]["std"] or 0.01
         for part in ("norm", "central", "lookahead", "softplus"):
             c = s.get(f"sing-{part}")
             long = PART_NAMES[part]
@@ -373,6 +372,10 @@ def parts_answer(s):
                 lines.append(f"- Removing {long} from SING: no stable lr at all ({fmt_lrs(c['diverged_lrs'])} diverged): it matters.")
                 continue
             d = c["best_row"]["mean"] - ref["best_row"]["mean"]
+            # a single seed on either side has no spread of its own
+            stds = [r["std"] for r in (ref["best_row"], c["best_row"])]
+            tol = max([x for x in stds if x is not None] + (
+                [SINGLE_SEED_TOLERANCE] if None in stds else []))
             top = max(c["stable_lrs"]) < max(ref["stable_lrs"]) if ref["stable_lrs"] else False
             matters = d < -tol or top
             lines.append(
@@ -380,7 +383,7 @@ def parts_answer(s):
                 f"{fmt_lr(c['best'][0])} (SING: {fmt_lr(ref['best'][0])}), largest stable lr "
                 f"{fmt_lr(max(c['stable_lrs']))} (SING: {fmt_lr(max(ref['stable_lrs']))}): "
                 + ("it matters here." if matters else "no effect beyond the tolerance here.")
-                + f" (Tolerance: SING's seed std, or 1 point with one seed: {100 * tol:.2f}.)"
+                + f" (Tolerance: the larger seed std, at least 1 point when a side has one seed: {100 * tol:.2f} points.)"
             )
     else:
         lines.append("- SING minus one part: needs the `sing` row with a stable lr (" + ("no stable lr" if ref else NOT_RUN) + ").")
