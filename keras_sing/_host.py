@@ -245,9 +245,8 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     slots = [s for _, s in pairs]
     lookahead_variables = [v for v, _ in pairs]
     step, is_update = real_step(host, read(host._iterations))
-    first = ops.logical_and(ops.equal(step, 1), is_update)
-    sync = ops.logical_and(
-        ops.equal(ops.mod(step, sing.lookahead_steps), 0), is_update
+    first, sync = transforms.lookahead_flags(
+        step, sing.lookahead_steps, is_update
     )
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         _torch_lookahead(sing, host_backend_update_step, grads, variables,
@@ -310,13 +309,13 @@ def lookahead_after_step(sing, finite, old, new):
     slow copy on every step."""
     (old_trainable, old_optimizer), (new_trainable, new_optimizer) = old, new
     host = sing.inner_optimizer
-    counter = _position(sing.variables, micro_step_counter(host))
+    counter = position(sing.variables, micro_step_counter(host))
     step, is_update = real_step(host, old_optimizer[counter])
     taken = ops.convert_to_tensor(is_update)
     if finite is not None:
         taken = ops.logical_and(taken, finite)
     pairs = [
-        (i, _position(sing.variables, s))
+        (i, position(sing.variables, s))
         for i, s in enumerate(sing._slow_weights)
         if s is not None
     ]
@@ -325,19 +324,17 @@ def lookahead_after_step(sing, finite, old, new):
     before = [old_trainable[i] for i, _ in pairs]
     fast = [new_trainable[i] for i, _ in pairs]
     slow = [new_optimizer[j] for _, j in pairs]
+    first, sync = transforms.lookahead_flags(step, sing.lookahead_steps, taken)
     # S <- W just before the first real update
-    first = ops.logical_and(taken, ops.equal(step, 1))
     slow = transforms.lookahead_seed(slow, before, first)
     # every k-th real update: W <- S + alpha (W - S) ;  S <- W
-    sync = ops.logical_and(
-        taken, ops.equal(ops.mod(step, sing.lookahead_steps), 0)
-    )
     fast, slow = transforms.lookahead_sync(fast, slow, sync, sing.lookahead_alpha)
     for (i, j), w, s in zip(pairs, fast, slow):
         new_trainable[i], new_optimizer[j] = w, s
 
 
-def _position(variables, variable):
+def position(variables, variable):
+    """The index of `variable` in `variables`, by identity."""
     return next(i for i, v in enumerate(variables) if v is variable)
 
 
@@ -405,7 +402,9 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
     else:
         slow = None
         if slow_var is not None:
-            first = ops.logical_and(ops.equal(step, 1), is_update)
+            first, sync = transforms.lookahead_flags(
+                step, sing.lookahead_steps, is_update
+            )
             slow = transforms.lookahead_seed(read(slow_var), read(variable), first)
         if decays(sing, variable):
             w = read(variable)
@@ -420,9 +419,6 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
         gradient, norm = _standardize_for_host(sing, index, gradient)
         host_update_step(gradient, variable, learning_rate)
         if slow is not None:
-            sync = ops.logical_and(
-                ops.equal(ops.mod(step, sing.lookahead_steps), 0), is_update
-            )
             w, slow = transforms.lookahead_sync(
                 read(variable), slow, sync, sing.lookahead_alpha
             )

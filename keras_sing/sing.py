@@ -584,37 +584,44 @@ class SING(keras.optimizers.Optimizer):
             new_trainable, new_optimizer = _host.stateless_apply_unchecked(
                 self, optimizer_values, grads, trainable_values
             )
-        old = (trainable_values, optimizer_values)
-        if self.on_nonfinite == "ignore":
-            if defer:
-                _host.lookahead_after_step(
-                    self, None, old, (new_trainable, new_optimizer)
-                )
-            return new_trainable, new_optimizer
-        finite = backend_lib.shared_flag(_host.all_finite(grads))
-        new_trainable = [
-            ops.where(finite, n, o)
-            for n, o in zip(new_trainable, trainable_values)
-        ]
-        new_optimizer = [
-            ops.where(finite, n, o)
-            for n, o in zip(new_optimizer, optimizer_values)
-        ]
-        # skipped_steps <- skipped_steps + (not finite)
-        skipped = _position(self.variables, self._skipped_steps)
-        new_optimizer[skipped] = ops.add(
-            optimizer_values[skipped],
-            ops.cast(ops.logical_not(finite), optimizer_values[skipped].dtype),
-        )
+        finite = None
+        if self.on_nonfinite != "ignore":
+            finite = backend_lib.shared_flag(_host.all_finite(grads))
+            new_trainable, new_optimizer = self._keep_if_finite(
+                finite,
+                (new_trainable, new_optimizer),
+                (trainable_values, optimizer_values),
+            )
         if defer:
             _host.lookahead_after_step(
-                self, finite, old, (new_trainable, new_optimizer)
+                self,
+                finite,
+                (trainable_values, optimizer_values),
+                (new_trainable, new_optimizer),
             )
-        iterations = _position(
-            self.variables, _host.micro_step_counter(self.inner_optimizer)
-        )
-        self._raise_if_requested(
-            finite, lambda: ops.add(optimizer_values[iterations], 1)
+        if finite is not None:
+            iterations = _host.position(
+                self.variables, _host.micro_step_counter(self.inner_optimizer)
+            )
+            self._raise_if_requested(
+                finite, lambda: ops.add(optimizer_values[iterations], 1)
+            )
+        return new_trainable, new_optimizer
+
+    def _keep_if_finite(self, finite, new, old):
+        """`where(finite, new, old)` on every `(trainable, optimizer)`
+        value, and `skipped_steps` <- `skipped_steps + (not finite)`."""
+        (new_trainable, new_optimizer), (old_trainable, old_optimizer) = new, old
+        new_trainable = [
+            ops.where(finite, n, o) for n, o in zip(new_trainable, old_trainable)
+        ]
+        new_optimizer = [
+            ops.where(finite, n, o) for n, o in zip(new_optimizer, old_optimizer)
+        ]
+        skipped = _host.position(self.variables, self._skipped_steps)
+        new_optimizer[skipped] = ops.add(
+            old_optimizer[skipped],
+            ops.cast(ops.logical_not(finite), old_optimizer[skipped].dtype),
         )
         return new_trainable, new_optimizer
 
@@ -1001,10 +1008,6 @@ def _warn_about(guessed, degenerate):
             "otherwise.",
             stacklevel=3,
         )
-
-
-def _position(variables, variable):
-    return next(i for i, v in enumerate(variables) if v is variable)
 
 
 def _check_lookahead(lookahead_steps, lookahead_alpha):

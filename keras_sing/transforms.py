@@ -561,6 +561,39 @@ def adam_update(weight, m, denominator, learning_rate, step, beta_1):
     return ops.subtract(weight, step_size * ops.divide(m, denominator))
 
 
+def lookahead_flags(step, lookahead_steps, taken=True):
+    """When LookAhead acts at real update `t`: `(first, sync)`.
+
+    Update rule:
+        first = taken and t = 1            S <- W (the seed)
+        sync  = taken and t % k = 0        W, S <- S + alpha (W - S)
+
+    Args:
+        step: `t`, the 1-based real update count (a scalar).
+        lookahead_steps: `k`.
+        taken: whether this call updates at all (`False` on a
+            gradient-accumulation micro-step or a skipped step). Defaults
+            to `True`.
+
+    Returns:
+        `(first, sync)`, two scalar booleans.
+
+    Examples:
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> first, sync = transforms.lookahead_flags(ops.convert_to_tensor(5), 5)
+        >>> bool(first), bool(sync)
+        (False, True)
+
+    References:
+        - Zhang et al., [Lookahead Optimizer: k steps forward, 1 step
+          back](https://arxiv.org/abs/1907.08610), 2019.
+    """
+    first = ops.logical_and(ops.equal(step, 1), taken)
+    sync = ops.logical_and(ops.equal(ops.mod(step, lookahead_steps), 0), taken)
+    return first, sync
+
+
 def lookahead_seed(slow, weight, first):
     """LookAhead's slow copy, taken just before the first update.
 
@@ -770,7 +803,7 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
     t = ops.cast(step, dtype)
     w = ops.cast(weight, dtype)
     if slow is not None:
-        first = ops.logical_and(ops.equal(step, 1), is_update)
+        first, sync = lookahead_flags(step, hyper.lookahead_steps, is_update)
         slow = lookahead_seed(slow, weight, first)
     if hyper.weight_decay:
         w = decoupled_weight_decay(w, lr, ops.cast(hyper.weight_decay, dtype))
@@ -788,9 +821,6 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
     d = adam_denominator(v_used, t, b2, hyper.epsilon, hyper.softplus_beta)
     w = adam_update(w, m, d, lr, t, b1)
     if slow is not None:
-        sync = ops.logical_and(
-            ops.equal(ops.mod(step, hyper.lookahead_steps), 0), is_update
-        )
         w, slow = lookahead_sync(w, slow, sync, hyper.lookahead_alpha)
     return w, m, v, v_max, slow, norm
 
