@@ -16,8 +16,6 @@ micro-step counter and its variable index; it calls the math of
 keras_sing reaches into Keras's private attributes.
 """
 
-import contextlib
-import contextvars
 import functools
 import sys
 
@@ -234,7 +232,7 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     would cost compile time and steps. Under `tf.distribute` the update
     runs per variable in the strategy's cross-replica update, so there
     `update_step` does LookAhead per variable instead."""
-    if not sing.lookahead or lookahead_per_variable() or _DEFERRED.get():
+    if not sing.lookahead or lookahead_per_variable():
         host_backend_update_step(grads, variables, learning_rate)
         return
     host = sing.inner_optimizer
@@ -273,64 +271,6 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
         return w + slow
 
     _assign_when(host, sync, lookahead_variables + slots, synced)
-
-
-# Set by `lookahead_deferred()`: the step's LookAhead runs after it, on the
-# step's selected values (`lookahead_after_step`), not around the update.
-_DEFERRED = contextvars.ContextVar("keras_sing_lookahead_deferred", default=False)
-
-
-@contextlib.contextmanager
-def lookahead_deferred():
-    """Within it, `backend_update_step` leaves LookAhead to the caller."""
-    token = _DEFERRED.set(True)
-    try:
-        yield
-    finally:
-        _DEFERRED.reset(token)
-
-
-def can_defer_lookahead(sing):
-    """Whether JAX's functional step may run LookAhead after the host's
-    step: not with the host's EMA, which averages the weights inside the
-    step, after LookAhead's sync."""
-    return sing.lookahead and not sing.inner_optimizer.use_ema
-
-
-def lookahead_after_step(sing, finite, old, new):
-    """LookAhead for all variables on `stateless_apply`'s values, after
-    the step and its skip: `new`'s lists are updated in place.
-
-    `old`, `new`: `(trainable values, optimizer values)` before and after
-    the step (after `where(finite, new, old)`). The seed and the sync are
-    one `cond` each, taken only on a real, finite update (`finite` is
-    `None` without the check), so their results need no select after
-    them: a select after a `cond` costs XLA a pass over every weight and
-    slow copy on every step."""
-    (old_trainable, old_optimizer), (new_trainable, new_optimizer) = old, new
-    host = sing.inner_optimizer
-    counter = position(sing.variables, micro_step_counter(host))
-    step, is_update = real_step(host, old_optimizer[counter])
-    taken = ops.convert_to_tensor(is_update)
-    if finite is not None:
-        taken = ops.logical_and(taken, finite)
-    pairs = [
-        (i, position(sing.variables, s))
-        for i, s in enumerate(sing._slow_weights)
-        if s is not None
-    ]
-    if not pairs:
-        return
-    before = [old_trainable[i] for i, _ in pairs]
-    fast = [new_trainable[i] for i, _ in pairs]
-    slow = [new_optimizer[j] for _, j in pairs]
-    first, sync = transforms.lookahead_flags(step, sing.lookahead_steps, taken)
-    # S <- W just before the first real update
-    slow = transforms.lookahead_seed(slow, before, first)
-    # every k-th real update: W <- S + alpha (W - S) ;  S <- W
-    fast, slow = transforms.lookahead_sync(fast, slow, sync, sing.lookahead_alpha)
-    for (i, j), w, s in zip(pairs, fast, slow):
-        new_trainable[i], new_optimizer[j] = w, s
 
 
 def position(variables, variable):

@@ -5,7 +5,6 @@ math is in `keras_sing.transforms`; what touches Keras internals is in
 `keras_sing._host`.
 """
 
-import contextlib
 import copy
 import re
 import warnings
@@ -530,11 +529,12 @@ class SING(keras.optimizers.Optimizer):
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """The step as a pure function (what JAX's `fit` uses).
 
-        The host's step runs in full on the given values; then, once,
-        after everything it wrote, every new value is selected against the
-        old one with `where(finite, new, old)` (XLA fuses the select into
-        the pass that computes each value) and `skipped_steps` counts a
-        discarded step. No variable is changed.
+        The host's whole step (with SING and LookAhead inside it) is one
+        branch of a single `cond` on the gradients' finiteness; the other
+        branch returns the values given. So a non-finite step returns every
+        value unchanged, whatever the step would have written (weights,
+        slots, EMA, slow weights), and `skipped_steps` counts it. No
+        variable is changed.
 
         Args:
             optimizer_variables: the current values of `variables`, in
@@ -579,51 +579,33 @@ class SING(keras.optimizers.Optimizer):
                 f"`SING.variables` 1:1: expected {len(self.variables)}, "
                 f"received {len(optimizer_values)}."
             )
-        defer = _host.can_defer_lookahead(self)
-        with _host.lookahead_deferred() if defer else contextlib.nullcontext():
-            new_trainable, new_optimizer = _host.stateless_apply_unchecked(
+
+        def step():
+            return _host.stateless_apply_unchecked(
                 self, optimizer_values, grads, trainable_values
             )
-        finite = None
-        if self.on_nonfinite != "ignore":
-            finite = backend_lib.shared_flag(_host.all_finite(grads))
-            new_trainable, new_optimizer = self._keep_if_finite(
-                finite,
-                (new_trainable, new_optimizer),
-                (trainable_values, optimizer_values),
-            )
-        if defer:
-            _host.lookahead_after_step(
-                self,
-                finite,
-                (trainable_values, optimizer_values),
-                (new_trainable, new_optimizer),
-            )
-        if finite is not None:
-            iterations = _host.position(
-                self.variables, _host.micro_step_counter(self.inner_optimizer)
-            )
-            self._raise_if_requested(
-                finite, lambda: ops.add(optimizer_values[iterations], 1)
-            )
-        return new_trainable, new_optimizer
 
-    def _keep_if_finite(self, finite, new, old):
-        """`where(finite, new, old)` on every `(trainable, optimizer)`
-        value, and `skipped_steps` <- `skipped_steps + (not finite)`."""
-        (new_trainable, new_optimizer), (old_trainable, old_optimizer) = new, old
-        new_trainable = [
-            ops.where(finite, n, o) for n, o in zip(new_trainable, old_trainable)
-        ]
-        new_optimizer = [
-            ops.where(finite, n, o) for n, o in zip(new_optimizer, old_optimizer)
-        ]
+        if self.on_nonfinite == "ignore":
+            return step()
+        finite = _host.all_finite(grads)
+        # one decision for everything the step writes: all new values, or
+        # all old ones
+        new_trainable, new_optimizer = backend_lib.cond(
+            finite, step, lambda: (trainable_values, optimizer_values)
+        )
+        new_optimizer = list(new_optimizer)
         skipped = _host.position(self.variables, self._skipped_steps)
         new_optimizer[skipped] = ops.add(
-            old_optimizer[skipped],
-            ops.cast(ops.logical_not(finite), old_optimizer[skipped].dtype),
+            new_optimizer[skipped],
+            ops.cast(ops.logical_not(finite), new_optimizer[skipped].dtype),
         )
-        return new_trainable, new_optimizer
+        iterations = _host.position(
+            self.variables, _host.micro_step_counter(self.inner_optimizer)
+        )
+        self._raise_if_requested(
+            finite, lambda: ops.add(optimizer_values[iterations], 1)
+        )
+        return list(new_trainable), new_optimizer
 
     def _raise_if_requested(self, finite, step_fn):
         """With `on_nonfinite="raise"`, raises (after the skip) when not

@@ -57,9 +57,9 @@ def optimized_hlo(on_nonfinite, lookahead=True):
 
 
 def test_skip_check_does_not_grow_the_program():
-    """The skip adds one check and one select per output: the program may
-    grow by a fraction, not by a factor (it grew 9x when the flag's adds
-    were fused into every select)."""
+    """The skip adds one check and one `cond` around the step: the program
+    may grow by a fraction, not by a factor (it grew 9x when the flag's
+    adds were fused into a select on every output)."""
     ignore = optimized_hlo("ignore").count("\n")
     skip = optimized_hlo("skip").count("\n")
     assert skip < 1.6 * ignore, (skip, ignore)

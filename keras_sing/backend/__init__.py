@@ -39,25 +39,6 @@ def cond(pred, true_fn, false_fn):
     return true_fn() if bool(pred) else false_fn()
 
 
-def shared_flag(flag):
-    """The scalar boolean `flag`, computed once for all its consumers.
-
-    XLA fuses cheap scalar producers into each consumer: a finiteness flag
-    summed from one partial result per gradient and read by a `where` on
-    every output would be re-added inside every output's fusion (compile
-    time then grows with the square of the number of variables: 24 s
-    instead of 5 s for 161 ResNet-50 tensors on a CPU). Under `jax.jit` a
-    `cond` returning the flag is a boundary that XLA does not fuse through;
-    elsewhere the flag is returned as is.
-    """
-    if keras.backend.backend() == "jax" and is_traced(flag):
-        import jax
-        import jax.numpy as jnp
-
-        return jax.lax.cond(flag, lambda: jnp.bool_(True), lambda: jnp.bool_(False))
-    return flag
-
-
 def raise_if_false(condition, step, message):
     """Raises `message` (formatted with `step=`) when `condition` is false,
     from inside compiled code where the backend allows it.
