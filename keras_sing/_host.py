@@ -399,10 +399,11 @@ def _torch_backend_update_step(sing, host):
     """The `_backend_update_step` SING installs on a torch host: the
     batched step of `keras_sing.backend.torch` where it applies, else the
     host's non-fused path (which calls `update_step`)."""
-    import torch
     from keras.src.backend.torch.optimizers.torch_parallel_optimizer import (
         TorchParallelOptimizer,
     )
+
+    from keras_sing.backend import torch as torch_backend
 
     fused_host = isinstance(host, TorchParallelOptimizer)
     if fused_host:
@@ -412,11 +413,10 @@ def _torch_backend_update_step(sing, host):
         generic, host_fused = host._backend_update_step, None
 
     def backend_update_step(grads, trainable_variables, learning_rate):
-        dtypes = {v.value.dtype for v in trainable_variables}
-        usable = dtypes <= {torch.float32, torch.float64} and (
-            sing._published_adam or host_fused is not None
-        )
-        with torch.no_grad():
+        usable = torch_backend.all_full_precision(
+            [v.value for v in trainable_variables]
+        ) and (sing._published_adam or host_fused is not None)
+        with torch_backend.no_grad():
             if TORCH_FAST_PATH and usable:
                 _torch_fused_step(
                     sing, host, host_fused, grads, trainable_variables,
@@ -430,21 +430,15 @@ def _torch_backend_update_step(sing, host):
 
 def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
     """`update_step` for all variables at once, with `_foreach` kernels."""
-    import torch
-
     from keras_sing.backend import torch as torch_backend
 
     index = [host._get_variable_index(v) for v in keras_vars]
     weights = [v.value for v in keras_vars]
-    grads = [
-        torch.as_tensor(g, dtype=w.dtype, device=w.device)
-        for g, w in zip(grads, weights)
-    ]
-    ref = weights[0]
+    grads = torch_backend.like(grads, weights)
     # t: the real step (torch runs this only on real updates, after the
     # host's accumulation cond), on the device: no synchronization
-    t = torch.as_tensor(read(host.iterations), dtype=ref.dtype, device=ref.device) + 1
-    lr = torch.as_tensor(read(learning_rate), dtype=ref.dtype, device=ref.device)
+    t = torch_backend.scalar_like(read(host.iterations), weights[0]) + 1
+    lr = torch_backend.scalar_like(read(learning_rate), weights[0])
     if host.weight_decay:
         torch_backend.decoupled_weight_decay(
             [w for w, v in zip(weights, keras_vars) if decays(sing, v)],
@@ -458,9 +452,8 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
         [standardize and sing.normalize for standardize, _ in plans],
         sing.epsilon,
     )
-    torch._foreach_copy_(
-        [sing._gradient_norms[i].value for i in index],
-        [n.to(torch.float32) for n in norms],
+    torch_backend.copy_into(
+        [sing._gradient_norms[i].value for i in index], norms
     )
     if sing._published_adam:
         torch_backend.published_adam(
@@ -487,13 +480,11 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
     """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
     LookAhead touches S only at t = 1 and every k-th step, so the flags
     are read on the host: one synchronization per step."""
-    import torch
-
     from keras_sing.backend import torch as torch_backend
 
     weights = [v.value for v in lookahead_variables]
     slow = [s.value for s in slots]
-    with torch.no_grad():
+    with torch_backend.no_grad():
         if bool(first):
             torch_backend.lookahead_seed(slow, weights)
         host_backend_update_step(grads, variables, learning_rate)

@@ -15,6 +15,36 @@ import math
 import torch
 
 
+def no_grad():
+    """`torch.no_grad()`: the step writes weights in place."""
+    return torch.no_grad()
+
+
+def all_full_precision(tensors):
+    """Whether every tensor is float32 or float64 (the batched step's
+    dtypes; others take the generic path)."""
+    return {t.dtype for t in tensors} <= {torch.float32, torch.float64}
+
+
+def like(tensors, references):
+    """`tensors[i]` as a tensor of `references[i]`'s dtype and device."""
+    return [
+        torch.as_tensor(x, dtype=r.dtype, device=r.device)
+        for x, r in zip(tensors, references)
+    ]
+
+
+def scalar_like(value, reference):
+    """`value` (a number or 0-d tensor) in `reference`'s dtype and device,
+    with no host synchronization."""
+    return torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
+
+
+def copy_into(targets, values):
+    """`targets[i] <- values[i]`, in place, cast to each target's dtype."""
+    torch._foreach_copy_(targets, [v.to(t.dtype) for t, v in zip(targets, values)])
+
+
 def all_finite(grads):
     """`transforms.all_finite` batched: one `_foreach` max-norm pass.
 
