@@ -305,6 +305,26 @@ def stable_range_answer(s):
             f"{fmt_lr(max(a['stable_lrs']))} with AdamW ({ratio:g}x)"
             + (" (the top of a grid is a lower bound: it may be stable higher)." if max(b["stable_lrs"]) == max(b["lrs"]) or max(a["stable_lrs"]) == max(a["lrs"]) else ".")
         )
+    stuck_everywhere = [
+        f"{rde_study.CONFIGS[name].label} ({fmt_lrs(sorted(lr for (lr, _) in c['settings']))})"
+        for name, c in sorted(s.items())
+        if all(v["stuck"] for v in c["settings"].values())
+    ]
+    stuck_mostly = [
+        f"{rde_study.CONFIGS[name].label} (all but {fmt_lrs(sorted(lr for (lr, _), v in c['settings'].items() if not v['stuck']))})"
+        for name, c in sorted(s.items())
+        if sum(not v["stuck"] for v in c["settings"].values()) == 1 and len(c["settings"]) > 2
+    ]
+    if stuck_everywhere or stuck_mostly:
+        lines.append(
+            "- Stuck near the constant predictor (at least one seed) at every lr tried: "
+            + (", ".join(stuck_everywhere) or "none")
+            + "; at every lr but one: " + (", ".join(stuck_mostly) or "none")
+            + "."
+            if stuck_everywhere else
+            "- Stuck near the constant predictor (at least one seed) at every lr but one: "
+            + ", ".join(stuck_mostly) + "."
+        )
     return "\n".join(lines)
 
 
@@ -448,6 +468,21 @@ def no_help_answer(s):
     return "\n".join(lines)
 
 
+def spikes_elsewhere(s):
+    """A sentence naming the other configurations' settings whose runs
+    spiked."""
+    where = [
+        f"{name} at lr {fmt_lr(lr)}"
+        for name, c in sorted(s.items())
+        if name not in ("adamw", "sing")
+        for (lr, _), v in sorted(c["settings"].items())
+        if v["spiky_runs"]
+    ]
+    if not where:
+        return "No other run spiked."
+    return "Other runs that spiked: " + ", ".join(where) + "."
+
+
 def against_paper_answer(s):
     """Where our numbers disagree with the paper's, and the likely reasons
     (the differences between the two settings, which are fixed)."""
@@ -461,8 +496,8 @@ def against_paper_answer(s):
             "below); the ordering " + ("agrees" if b["best_row"]["mean"] > a["best_row"]["mean"] else "disagrees") + ".",
             f"- Best learning rates: ours {fmt_lr(a['best'][0])} (AdamW) and {fmt_lr(b['best'][0])} "
             "(SING), the paper's 1e-3 and 5e-2.",
-            f"- Loss spikes: {spiky} run(s) with a spike here; the paper reports AdamW's loss spiking. "
-            + ("Not reproduced at this scale." if spiky == 0 else ""),
+            f"- Loss spikes: {spiky} of the AdamW and SING(AdamW) runs spiked; the paper reports AdamW's "
+            "loss spiking. " + ("Not reproduced at this scale. " if spiky == 0 else "") + spikes_elsewhere(s),
         ]
     else:
         lines.append("- Not run: needs the `adamw` and `sing` rows.")
@@ -605,6 +640,17 @@ def plot_bars(s, path):
 # --------------------------------------------------------------------------
 
 
+def extended_lrs(runs, scale):
+    """`{config: sorted lrs}` run beyond the scale's planned grid."""
+    args = rde_study.parse_args(["--scale", scale])
+    extra = {}
+    for r in runs:
+        name, lr = r["settings"]["config"], r["settings"]["learning_rate"]
+        if lr not in rde_study.lr_grid(name, args):
+            extra.setdefault(name, set()).add(lr)
+    return {name: sorted(lrs) for name, lrs in extra.items()}
+
+
 def setup_text(runs, scale):
     """Scale, data, model, hardware, commits and time spent, from the runs."""
     if not runs:
@@ -630,6 +676,13 @@ def setup_text(runs, scale):
         "- Code: commit " + ", ".join(f"`{c}`" + (" (code modified: dirty)" if d else "") for c, d in commits) + ".",
         f"- Budget: {len(runs)} runs, {hours:.2f} hours of wall time in all, run between {created[0]} and {created[-1]}.",
     ]
+    extended = extended_lrs(runs, scale)
+    if extended:
+        lines.append(
+            "- Grids extended where the best stable lr sat at an edge (`--extend 2`, the paper's rule): "
+            + "; ".join(f"{name} + lr {', '.join(f'{lr:g}' for lr in lrs)}" for name, lrs in sorted(extended.items()))
+            + "."
+        )
     mixed = [k for k in ("scale", "loss", "size", "image_size", "epochs", "train_samples")
              if len({str(r["settings"][k]) for r in runs}) > 1]
     if mixed:
@@ -680,6 +733,7 @@ def render(runs, scale, md_path, figures):
         "## Reproduce\n\n```bash\n"
         f"python benchmarks/rde_study.py --scale {scale} --dry-run     # the plan and its time estimate\n"
         f"python benchmarks/rde_study.py --scale {scale} --max-minutes 110   # resumable: rerun to go on\n"
+        f"python benchmarks/rde_study.py --scale {scale} --extend 2   # more lrs where a best stable lr sits at an edge\n"
         f"python benchmarks/rde_report.py --scale {scale}\n```\n\n"
         "Scales: `smoke` (CI), `cpu` (~2 hours on a 2-core CPU), `gpu` (~20 minutes on one H100, "
         "estimated), `paper` (the paper's setting); see `benchmarks/rde_study.py`."
