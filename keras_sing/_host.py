@@ -16,6 +16,8 @@ micro-step counter and its variable index; it calls the math of
 keras_sing reaches into Keras's private attributes.
 """
 
+import contextlib
+import contextvars
 import functools
 import sys
 
@@ -333,6 +335,7 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
             hyper,
             v_max=None if v_max is None else read(v_max),
             is_update=is_update,
+            statistics=statistics_for(host, variable),
         )
         host.assign(host._momentums[index], m)
         host.assign(host._velocities[index], v)
@@ -356,7 +359,9 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
                     ops.cast(host.weight_decay, w.dtype),
                 ),
             )
-        gradient, norm = _standardize_for_host(sing, index, gradient)
+        gradient, norm = _standardize_for_host(
+            sing, index, gradient, statistics_for(host, variable)
+        )
         host_update_step(gradient, variable, learning_rate)
         if slow is not None:
             w, slow = transforms.lookahead_sync(
@@ -368,17 +373,20 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
     _record_gradient_norm(sing, index, norm, is_update)
 
 
-def _standardize_for_host(sing, index, gradient):
+def _standardize_for_host(sing, index, gradient, statistics):
     """(1)-(2) for a host's own update: `(gradient, ||g||)`. A gradient
     SING leaves unchanged (`exclude`, or both transforms off) reaches the
     host as given, sparse included."""
     standardize, axes = sing._plans[index]
     if not standardize:
+        if statistics is not None:
+            return gradient, statistics[1]
         dense = backend_lib.densify(gradient)
         dtype = transforms.compute_dtype(dense.dtype)
         return gradient, transforms.l2_norm(ops.cast(dense, dtype))
     return transforms.standardize_with_norm(
-        gradient, axes, sing.epsilon, normalize_=sing.normalize
+        gradient, axes, sing.epsilon, normalize_=sing.normalize,
+        statistics=statistics,
     )
 
 
@@ -495,6 +503,71 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 # ---------------------------------------------------------------------- #
 # Finiteness.
 # ---------------------------------------------------------------------- #
+
+
+# The step's gradient statistics, computed ahead of it: set by
+# `finiteness_check` for the host's `update_step`s within the step.
+_STATISTICS = contextvars.ContextVar("keras_sing_statistics", default=None)
+
+
+def finiteness_check(sing, grads, variables):
+    """`(finite, context)`: whether no gradient holds a NaN or an inf, and
+    a context manager to run the step in.
+
+    Where the host applies the gradients as given (no accumulation,
+    clipping or loss-scale factor; not torch's batched step), SING's
+    standardization statistics (`transforms.standardization_statistics`:
+    the unit mean and the scaled norm) are computed here, ahead of the
+    step: their scaled norm tells whether a gradient holds a NaN or an
+    inf, so the check needs no pass of its own, and within `context` each
+    `update_step` uses them instead of computing them again. Elsewhere
+    the raw gradients are checked (`all_finite`) and `context` does
+    nothing."""
+    host = sing.inner_optimizer
+    transformed = (
+        host.gradient_accumulation_steps
+        or host.clipnorm
+        or host.clipvalue
+        or host.global_clipnorm
+        or host.loss_scale_factor
+    )
+    batched = keras.backend.backend() == "torch" and TORCH_FAST_PATH
+    # a variable SING was not built with: the host's `apply` raises
+    unknown = any(
+        host._var_key(v) not in host._trainable_variables_indices
+        for v in variables
+    )
+    if transformed or batched or unknown:
+        return all_finite(grads), contextlib.nullcontext()
+    statistics = {}
+    for gradient, variable in zip(grads, variables):
+        if gradient is None:
+            continue
+        standardize, axes = sing._plans[host._get_variable_index(variable)]
+        statistics[host._var_key(variable)] = (
+            transforms.standardization_statistics(
+                backend_lib.densify(gradient), axes if standardize else None
+            )
+        )
+    flags = [finite for _, _, finite in statistics.values()]
+    finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
+    return finite, _using(statistics)
+
+
+@contextlib.contextmanager
+def _using(statistics):
+    token = _STATISTICS.set(statistics)
+    try:
+        yield
+    finally:
+        _STATISTICS.reset(token)
+
+
+def statistics_for(host, variable):
+    """The statistics `finiteness_check` computed for `variable`'s
+    gradient in this step, or `None`."""
+    statistics = _STATISTICS.get()
+    return None if statistics is None else statistics.get(host._var_key(variable))
 
 
 def all_finite(grads):

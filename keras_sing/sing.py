@@ -515,12 +515,15 @@ class SING(keras.optimizers.Optimizer):
         elif _host.in_tf_replica_context():
             _host.apply_per_replica_if_finite(self, grads, trainable_variables)
         else:
-            finite = _host.all_finite(grads)
-            backend_lib.cond(
-                finite,
-                lambda: host.apply(grads, trainable_variables),
-                self._count_skipped_step,
+            finite, context = _host.finiteness_check(
+                self, grads, trainable_variables or self._trainable_variables
             )
+            with context:
+                backend_lib.cond(
+                    finite,
+                    lambda: host.apply(grads, trainable_variables),
+                    self._count_skipped_step,
+                )
             # read after the skip: a skipped step left the counter as it was
             self._raise_if_requested(
                 finite, lambda: ops.add(_host.read(self.iterations), 1)
@@ -587,12 +590,15 @@ class SING(keras.optimizers.Optimizer):
 
         if self.on_nonfinite == "ignore":
             return step()
-        finite = _host.all_finite(grads)
+        finite, context = _host.finiteness_check(
+            self, grads, self._trainable_variables
+        )
         # one decision for everything the step writes: all new values, or
         # all old ones
-        new_trainable, new_optimizer = backend_lib.cond(
-            finite, step, lambda: (trainable_values, optimizer_values)
-        )
+        with context:
+            new_trainable, new_optimizer = backend_lib.cond(
+                finite, step, lambda: (trainable_values, optimizer_values)
+            )
         new_optimizer = list(new_optimizer)
         skipped = _host.position(self.variables, self._skipped_steps)
         new_optimizer[skipped] = ops.add(

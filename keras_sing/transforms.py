@@ -170,12 +170,18 @@ def l2_norm(x, bound=None):
     """
     if 0 in tuple(x.shape):
         return ops.zeros((), x.dtype)
+    root, scale = _scaled_l2_norm(x, bound)
+    return ops.multiply(root, scale)
+
+
+def _scaled_l2_norm(x, bound):
+    """`(r, s)` with `||x||_2 = s * r`: `s` the power of two below
+    max|bound|, `r = ||x / s||_2`. `r` cannot overflow (`|x / s| <= 4`),
+    so it is NaN or inf exactly when `x` holds a NaN or an inf."""
     source = x if bound is None else bound
     scale, inverse = power_of_two_scale(ops.max(ops.abs(source)))
     # ||x|| = s * sqrt(sum((x / s)^2))
-    return ops.multiply(
-        ops.sqrt(ops.sum(ops.square(ops.multiply(x, inverse)))), scale
-    )
+    return ops.sqrt(ops.sum(ops.square(ops.multiply(x, inverse)))), scale
 
 
 def power_of_two_scale(magnitude):
@@ -287,7 +293,8 @@ def standardize(gradient, axes, epsilon, *, centralize_=True, normalize_=True):
 
 
 def standardize_with_norm(
-    gradient, axes, epsilon, *, centralize_=True, normalize_=True
+    gradient, axes, epsilon, *, centralize_=True, normalize_=True,
+    statistics=None,
 ):
     """`standardize`, also returning the norm it divides by.
 
@@ -302,6 +309,9 @@ def standardize_with_norm(
         epsilon: the `epsilon` of the normalization, > 0.
         centralize_: whether to centralize. Defaults to `True`.
         normalize_: whether to normalize. Defaults to `True`.
+        statistics: `standardization_statistics(gradient, axes,
+            centralize_=centralize_)` if already computed, else `None`.
+            Defaults to `None`.
 
     Returns:
         `(g, n)`: the standardized gradient (same shape and dtype) and `n`,
@@ -321,19 +331,107 @@ def standardize_with_norm(
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
           https://arxiv.org/abs/2305.15997), 2023.
     """
+    if statistics is None:
+        statistics = standardization_statistics(
+            gradient, axes, centralize_=centralize_
+        )
+    mean, norm, _ = statistics
+    return apply_standardization(
+        gradient, mean, norm, epsilon, normalize_=normalize_
+    ), norm
+
+
+def standardization_statistics(gradient, axes, *, centralize_=True):
+    """The two statistics of SING's standardization: the unit mean and
+    the norm of the centralized gradient.
+
+    Update rule:
+        mu = mean(G, axes)               if centralize_ and axes
+        n = ||G - mu||_2                 (l2_norm, scaled by max|G|)
+
+    The norm is computed as `s * ||(G - mu) / s||` (`l2_norm`), and its
+    scaled part cannot overflow, so it is NaN or inf exactly when `G`
+    holds a NaN or an inf: SING reads the gradients' finiteness from it,
+    with no pass of its own.
+
+    Args:
+        gradient: `G`, a tensor.
+        axes: the fan-in axes of the centralization, or `None`.
+        centralize_: whether to centralize. Defaults to `True`.
+
+    Returns:
+        `(mu, n, finite)`: the unit mean (`None` without centralization)
+        and the norm, both in the compute dtype (float32 for
+        float16/bfloat16), and whether `G` holds no NaN or inf (a boolean
+        scalar).
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> mean, norm, finite = transforms.standardization_statistics(g, (0,))
+        >>> print(ops.convert_to_numpy(mean), ops.convert_to_numpy(norm), bool(finite))
+        [[3. 4.]] 4.0 True
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
+    dtype = compute_dtype(backend.standardize_dtype(gradient.dtype))
+    if 0 in tuple(gradient.shape):
+        return None, ops.zeros((), dtype), ops.convert_to_tensor(True)
+    g = ops.cast(gradient, dtype)
+    mean = unit_mean(g, axes) if centralize_ and axes else None
+    centered = g if mean is None else ops.subtract(g, mean)
+    root, scale = _scaled_l2_norm(centered, g)
+    return mean, ops.multiply(root, scale), ops.isfinite(root)
+
+
+def apply_standardization(gradient, mean, norm, epsilon, *, normalize_=True):
+    """SING's standardization from its statistics.
+
+    Update rule:
+        g <- G - mu                      if mu is not None
+        g <- g / (n + epsilon)           if normalize_
+
+    Args:
+        gradient: `G`, a tensor.
+        mean: `mu`, the unit mean, or `None` for no centralization.
+        norm: `n`, the norm of `G - mu`.
+        epsilon: the `epsilon` of the normalization, > 0.
+        normalize_: whether to divide by the norm. Defaults to `True`.
+
+    Returns:
+        The standardized gradient, in `G`'s dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> from keras_sing import transforms
+        >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
+        >>> mean = np.array([[3.0, 4.0]], "float32")
+        >>> g = transforms.apply_standardization(g, mean, 4.0, 1e-8)
+        >>> print(ops.convert_to_numpy(g))
+        [[-0.5 -0.5]
+         [ 0.   0. ]
+         [ 0.5  0.5]]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023.
+    """
     dtype = backend.standardize_dtype(gradient.dtype)
     if 0 in tuple(gradient.shape):
-        return gradient, ops.zeros((), compute_dtype(dtype))
+        return gradient
     g = ops.cast(gradient, compute_dtype(dtype))
-    raw = g
-    if centralize_ and axes:
+    if mean is not None:
         # g <- g - mean(g, axes)
-        g = ops.subtract(g, unit_mean(g, axes))
-    norm = l2_norm(g, bound=raw)
+        g = ops.subtract(g, mean)
     if normalize_:
         # g <- g / (||g|| + eps)
         g = ops.divide(g, norm + epsilon)
-    return ops.cast(g, dtype), norm
+    return ops.cast(g, dtype)
 
 
 def softplus_calibrate(denominator, beta):
@@ -733,7 +831,7 @@ AdamHyper.__doc__ = """The hyper-parameters of `sing_adam_step`, for one variabl
 
 
 def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
-                   v_max=None, is_update=True):
+                   v_max=None, is_update=True, statistics=None):
     """The paper's whole step for one variable: AdamW + SING + LookAhead.
 
     Update rule, at real step `t` (docs/algorithm.md):
@@ -766,6 +864,9 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
         is_update: `False` on gradient-accumulation micro-steps whose
             results are discarded: then LookAhead neither seeds nor syncs.
             Defaults to `True`.
+        statistics: `standardization_statistics` of `gradient`, if
+            already computed (see `standardize_gradient`), else `None`.
+            Defaults to `None`.
 
     Returns:
         `(weight, m, v, v_max, slow, norm)`, the new values and `||g||_2`
@@ -807,7 +908,7 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
         slow = lookahead_seed(slow, weight, first)
     if hyper.weight_decay:
         w = decoupled_weight_decay(w, lr, ops.cast(hyper.weight_decay, dtype))
-    g, norm = standardize_gradient(gradient, hyper)
+    g, norm = standardize_gradient(gradient, hyper, statistics)
     g = ops.cast(g, dtype)
     # b1, b2 in the compute dtype, in the moments and the bias corrections
     # alike: at t = 1 their rounding then cancels in v / (1 - b2^t)
@@ -825,7 +926,7 @@ def sing_adam_step(gradient, weight, m, v, slow, step, learning_rate, hyper,
     return w, m, v, v_max, slow, norm
 
 
-def standardize_gradient(gradient, hyper):
+def standardize_gradient(gradient, hyper, statistics=None):
     """SING's steps (1)-(2) as `hyper` says, with the norm.
 
     Update rule:
@@ -836,6 +937,10 @@ def standardize_gradient(gradient, hyper):
     Args:
         gradient: `G`.
         hyper: an `AdamHyper`.
+        statistics: `standardization_statistics` of `G` (with
+            `hyper.centralize_axes`, or no axes when `hyper.standardize`
+            is false) if already computed, else `None`. Defaults to
+            `None`.
 
     Returns:
         `(g, ||g||_2)`: the standardized gradient and the norm it was
@@ -861,6 +966,8 @@ def standardize_gradient(gradient, hyper):
           https://arxiv.org/abs/2305.15997), 2023.
     """
     if not hyper.standardize:
+        if statistics is not None:
+            return gradient, statistics[1]
         dtype = compute_dtype(gradient.dtype)
         return gradient, l2_norm(ops.cast(gradient, dtype))
     return standardize_with_norm(
@@ -868,6 +975,7 @@ def standardize_gradient(gradient, hyper):
         hyper.centralize_axes,
         hyper.epsilon,
         normalize_=hyper.normalize,
+        statistics=statistics,
     )
 
 

@@ -491,3 +491,48 @@ def test_sparse_embedding_gradient_matches_dense_oracle():
     opt = keras_sing.SING(keras.optimizers.SGD(1.0), lookahead=False)
     opt.apply([sparse], [table])
     assert_close(-to_numpy(table), reference.standardize(dense, (1,)))
+
+
+def _finite_cases():
+    rng = np.random.default_rng(0)
+    normal = rng.standard_normal((6, 5)).astype("float32")
+    cases = {"normal": normal, "huge": np.full((64, 64), 3e38, "float32")}
+    for name, bad in [("nan", np.nan), ("inf", np.inf), ("minus_inf", -np.inf)]:
+        g = normal.copy()
+        g[2, 3] = bad
+        cases[name] = g
+    return cases
+
+
+@pytest.mark.parametrize("axes", [None, (0,)])
+@pytest.mark.parametrize("case", ["normal", "huge", "nan", "inf", "minus_inf"])
+def test_statistics_flag_is_all_finite(case, axes):
+    """The finiteness SING reads from its norms is `all_finite`'s, also
+    where the norm itself overflows float32 (a 64x64 gradient of 3e38 is
+    finite: its step is not skipped)."""
+    from keras_sing import transforms
+
+    g = _finite_cases()[case]
+    _, norm, finite = transforms.standardization_statistics(tensor(g), axes)
+    assert bool(to_numpy(finite)) is bool(to_numpy(transforms.all_finite([tensor(g)])))
+    assert bool(to_numpy(finite)) is (case in ("normal", "huge"))
+    if case == "huge":  # the norm overflows (a constant unit centralizes to 0)
+        assert to_numpy(norm) == (0.0 if axes else np.inf)
+    _, _, empty_finite = transforms.standardization_statistics(tensor(np.zeros((0, 3), "float32")), axes)
+    assert bool(to_numpy(empty_finite))
+
+
+@pytest.mark.parametrize("case", ["huge", "nan", "inf"])
+def test_skip_decision_from_norms_matches_the_gradients(case):
+    """`apply` skips exactly the steps whose raw gradients hold a NaN or an
+    inf, when it reads finiteness from SING's own norms (no clipping,
+    accumulation or loss-scale factor)."""
+    g = _finite_cases()[case][:6, :5].reshape(-1)  # 1-D: not centralized
+    bias = keras.Variable(np.ones((30,), "float32"), name="bias")
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    opt.apply([tensor(g)], [bias])
+    skipped = int(to_numpy(opt.skipped_steps))
+    assert skipped == (0 if case == "huge" else 1)
+    if case == "huge":  # its norm overflows float32: a zero direction, applied
+        assert np.all(np.isfinite(to_numpy(bias)))
+        assert int(to_numpy(opt.iterations)) == 1
