@@ -176,8 +176,10 @@ def l2_norm(x, bound=None):
 
 def _scaled_l2_norm(x, bound):
     """`(r, s)` with `||x||_2 = s * r`: `s` the power of two below
-    max|bound|, `r = ||x / s||_2`. `r` cannot overflow (`|x / s| <= 4`),
-    so it is NaN or inf exactly when `x` holds a NaN or an inf."""
+    max|bound|, `r = ||x / s||_2`. `r` cannot overflow (`|x / s| < 8`
+    given `max|x| <= 4 max|bound|`; `< 4` for a centralized gradient
+    bounded by its raw one), so it is NaN or inf exactly when `x` holds a
+    NaN or an inf."""
     source = x if bound is None else bound
     scale, inverse = power_of_two_scale(ops.max(ops.abs(source)))
     # ||x|| = s * sqrt(sum((x / s)^2))
