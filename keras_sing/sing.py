@@ -285,6 +285,12 @@ class SING(keras.optimizers.Optimizer):
             (True, 7)
         """
         var_list = list(var_list)
+        # created outside a tf.function being traced, so that it is traced
+        # once (see backend.state_creation_scope)
+        with backend_lib.state_creation_scope():
+            self._build(var_list)
+
+    def _build(self, var_list):
         layer_rules = _host.layer_rules_for(var_list)
         guessed, degenerate = [], []
         self._plans = tuple(
@@ -506,8 +512,9 @@ class SING(keras.optimizers.Optimizer):
                     "SING must be built before `apply` is called without "
                     "variables: call `optimizer.build(trainable_variables)`."
                 )
-            with keras.name_scope(self.name, caller=self):
-                self.build(list(trainable_variables))
+            # no name scope of SING's here: the host's slots get the paths
+            # they get from `build` called directly
+            self.build(list(trainable_variables))
         grads = list(grads)
         host = self.inner_optimizer
         if self.on_nonfinite == "ignore":

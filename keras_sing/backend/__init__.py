@@ -8,6 +8,8 @@ per backend (`tensorflow`: tf.distribute and graph assertions; `torch`: the
 batched `_foreach` step), each tested against the generic path.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -25,6 +27,19 @@ def is_traced(x):
 
         return not tf.executing_eagerly()
     return False
+
+
+def state_creation_scope():
+    """Where the optimizer creates its state at the first step: outside the
+    TF graph being traced (`tf.init_scope`), unless a tf.distribute
+    strategy is in scope. Created inside a `tf.function`, each variable
+    gets a lifted initializer and the function is traced a second time;
+    created eagerly, the step is traced once. Elsewhere a no-op."""
+    if keras.backend.backend() == "tensorflow":
+        from keras_sing.backend import tensorflow as tf_backend
+
+        return tf_backend.state_creation_scope()
+    return contextlib.nullcontext()
 
 
 def cond(pred, true_fn, false_fn):

@@ -1,5 +1,7 @@
 """TensorFlow backend: sparse gradients, tf.distribute, graph assertions."""
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -28,6 +30,29 @@ def assert_true(condition, step, message):
             "on_nonfinite='skip' and watch `optimizer.skipped_steps`."
         )
     tf.debugging.Assert(condition, [message.format(step="<step>"), "step:", step])
+
+
+@contextlib.contextmanager
+def state_creation_scope():
+    """Creates variables eagerly, outside the `tf.function` being traced,
+    unless a tf.distribute strategy is in scope (whose variables are
+    created its own way).
+
+    `tf.function` records every variable created in its first trace, gives
+    each a lifted initializer, and traces the function a second time. The
+    optimizer's state made here, under `tf.init_scope`, with lifting off,
+    is plain eager state: the step is traced once.
+    """
+    if tf.distribute.has_strategy() or tf.executing_eagerly():
+        yield
+        return
+
+    def eager_creator(next_creator, **kwargs):
+        kwargs["experimental_enable_variable_lifting"] = False
+        return next_creator(**kwargs)
+
+    with tf.init_scope(), tf.variable_creator_scope(eager_creator):
+        yield
 
 
 def has_strategy():
