@@ -31,6 +31,15 @@ from keras_sing import transforms
 # tests turn it off to compare the torch fast path with the generic path
 TORCH_FAST_PATH = True
 
+# The per-variable functions, traced once per signature under `jax.jit`
+# (the variables of one shape share a trace); on TF and torch, themselves.
+_sing_adam_step = backend_lib.traced_once_per_signature(
+    transforms.sing_adam_step, ("hyper",)
+)
+_standardization_statistics = backend_lib.traced_once_per_signature(
+    transforms.standardization_statistics, ("axes", "centralize_")
+)
+
 
 def read(variable):
     """The tensor value of a `keras.Variable` (backend values pass)."""
@@ -324,7 +333,7 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
     if sing._published_adam:
         hyper = adam_hyper(sing, index, variable)
         v_max = host._velocity_hats[index] if host.amsgrad else None
-        w, m, v, v_max_new, slow, norm = transforms.sing_adam_step(
+        w, m, v, v_max_new, slow, norm = _sing_adam_step(
             gradient,
             read(variable),
             read(host._momentums[index]),
@@ -332,7 +341,7 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
             None if slow_var is None else read(slow_var),
             step,
             learning_rate,
-            hyper,
+            hyper=hyper,
             v_max=None if v_max is None else read(v_max),
             is_update=is_update,
             statistics=statistics_for(host, variable),
@@ -545,8 +554,9 @@ def finiteness_check(sing, grads, variables):
             continue
         standardize, axes = sing._plans[host._get_variable_index(variable)]
         statistics[host._var_key(variable)] = (
-            transforms.standardization_statistics(
-                backend_lib.densify(gradient), axes if standardize else None
+            _standardization_statistics(
+                backend_lib.densify(gradient),
+                axes=axes if standardize else None,
             )
         )
     flags = [finite for _, _, finite in statistics.values()]

@@ -15,6 +15,7 @@ LAYERS = {
     "keras_sing.backend": 0,
     "keras_sing.backend.tensorflow": 0,
     "keras_sing.backend.torch": 0,
+    "keras_sing.backend.jax": 0,
     "keras_sing.version": 0,
     "keras_sing.datasets": 0,
     "keras_sing.datasets.rde": 0,

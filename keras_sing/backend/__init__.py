@@ -5,7 +5,8 @@ keras_sing. Its functions take tensors, callables and hyper-parameters,
 never the optimizer. What `keras.ops` cannot say lives here: control flow
 that is cheap both eagerly and compiled, sparse gradients, and one module
 per backend (`tensorflow`: tf.distribute and graph assertions; `torch`: the
-batched `_foreach` step), each tested against the generic path.
+batched `_foreach` step; `jax`: the per-variable step traced once per
+signature), each tested against the generic path.
 """
 
 import contextlib
@@ -40,6 +41,19 @@ def state_creation_scope():
 
         return tf_backend.state_creation_scope()
     return contextlib.nullcontext()
+
+
+def traced_once_per_signature(fn, static_argnames):
+    """`fn`, traced once per input signature under `jax.jit` (a nested
+    `jax.jit`; see `keras_sing.backend.jax`), so that a model's many
+    variables of one shape share one trace. `static_argnames` name `fn`'s
+    hyper-parameter arguments, passed by keyword. On TensorFlow and torch
+    it is `fn` itself."""
+    if keras.backend.backend() != "jax":
+        return fn
+    from keras_sing.backend import jax as jax_backend
+
+    return jax_backend.traced_once_per_signature(fn, static_argnames)
 
 
 def cond(pred, true_fn, false_fn):
