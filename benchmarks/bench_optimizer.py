@@ -11,6 +11,9 @@ Measures, in one process and one run, on the current backend:
   inter-quartile range over many repetitions after warm-up, and the ratio
   SING / host;
 - optimizer-state bytes per parameter, host vs SING;
+- on JAX, the same math written by hand in `jnp` (the floor), and with
+  `--interleave` AdamW and SING(AdamW) timed in turns with that floor, so
+  that their ratios hold on a machine whose speed drifts;
 - the full train step (forward, backward, update) of a KerasHub ResNet and
   ViT, host vs SING, as an overhead in percent (`--train-size`,
   `--train-image-size`, `--train-batch-size` set their size).
@@ -186,11 +189,12 @@ def optimizer_step_bench(param_set, shapes, hosts, warmup, reps, seed=0, dtype="
     return rows
 
 
-def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
+def jnp_floor_functions(shapes, seed=0):
     """JAX only: the same math as one hand-written `jax.jit` function of
     `jnp` ops (no Keras, no checks, no norm recording), AdamW vs SING(AdamW)
     without and with LookAhead: what this device charges for the arithmetic
-    itself, to tell it apart from what keras_sing's implementation adds."""
+    itself, to tell it apart from what keras_sing's implementation adds.
+    Returns `{variant: zero-argument step}`."""
     import jax
     import jax.numpy as jnp
 
@@ -227,8 +231,7 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
 
         return step_fn
 
-    rows = []
-    for variant, fn in [("jnp_adamw", adamw), ("jnp_sing_no_lookahead", sing(False)), ("jnp_sing", sing(True))]:
+    def runner(fn):
         step = jax.jit(fn, donate_argnums=0)
         state = {"s": [tuple(jnp.zeros(s) for _ in range(4)) for s in shapes], "t": 0}
 
@@ -237,10 +240,68 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
             state["s"] = step(state["s"], jnp.float32(state["t"]))
             return state["s"]
 
-        rows.append({"param_set": param_set, "variant": variant, **time_it(run, warmup, reps)})
+        return run
+
+    return {"jnp_adamw": runner(adamw), "jnp_sing_no_lookahead": runner(sing(False)), "jnp_sing": runner(sing(True))}
+
+
+def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
+    """The `jnp_floor_functions`, timed one after the other."""
+    rows = [{"param_set": param_set, "variant": variant, **time_it(run, warmup, reps)}
+            for variant, run in jnp_floor_functions(shapes, seed).items()]
     for r in rows:
         r["ratio_vs_host"] = round(r["median_ms"] / rows[0]["median_ms"], 3)
         r["mean_ratio_vs_host"] = round(r["mean_ms"] / rows[0]["mean_ms"], 3)
+    return rows
+
+
+def time_interleaved(fns, warmup, reps):
+    """`time_it` for several steps at once, in turns: each repetition
+    times every step once (in a rotating order), so that a machine whose
+    speed drifts (a shared CPU) moves all of them alike and their ratios
+    hold. Returns `{name: time_it's dict}`."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            sync(fns[name]())
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for i in range(len(names)):
+            name = names[(rep + i) % len(names)]
+            t0 = time.perf_counter()
+            sync(fns[name]())
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        q = np.percentile(ts, [25, 50, 75])
+        out[name] = {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(ts)), "iqr_ms": 1e3 * (q[2] - q[0])}
+    return out
+
+
+def floor_comparison(param_set, shapes, warmup, reps, seed=0):
+    """JAX only: Keras AdamW and SING(AdamW), with and without LookAhead,
+    timed in turns with the `jnp` floor of the same math
+    (`time_interleaved`). Rows carry `ratio_vs_floor`: each Keras step over
+    its floor (AdamW over `jnp_adamw`, SING over `jnp_sing`, SING without
+    LookAhead over `jnp_sing_no_lookahead`), on the median and the mean."""
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype("float32") * 0.02 for s in shapes]
+    grads = [keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")) for s in shapes]
+    fns = {}
+    for variant in ("host", "sing_no_lookahead", "sing"):
+        variables = [keras.Variable(a) for a in init]
+        fns[variant] = step_function(make_optimizer("adamw", variant), variables, grads)
+    fns.update(jnp_floor_functions(shapes, seed))
+    timed = time_interleaved(fns, warmup, reps)
+    floor_of = {"host": "jnp_adamw", "sing_no_lookahead": "jnp_sing_no_lookahead", "sing": "jnp_sing"}
+    rows = []
+    for variant, floor in floor_of.items():
+        r, f = timed[variant], timed[floor]
+        rows.append({"param_set": param_set, "variant": variant, "floor": floor,
+                     **{k: round(v, 4) for k, v in r.items()},
+                     **{f"floor_{k}": round(v, 4) for k, v in f.items()},
+                     "ratio_vs_floor": round(r["median_ms"] / f["median_ms"], 3),
+                     "mean_ratio_vs_floor": round(r["mean_ms"] / f["mean_ms"], 3)})
     return rows
 
 
@@ -374,7 +435,7 @@ def environment(device):
     return info
 
 
-def markdown(env, step_rows, train_rows, floor_rows=()):
+def markdown(env, step_rows, train_rows, floor_rows=(), interleaved_rows=()):
     lines = [f"### {env['backend']} on {env['accelerator']} (keras {env['keras']}, keras_sing {env['keras_sing']})", ""]
     lines += ["| params | host | variant | median ms | IQR ms | mean ms | state B/param | SING/host (median) | SING/host (mean) | target (on the mean) |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -392,6 +453,12 @@ def markdown(env, step_rows, train_rows, floor_rows=()):
         for r in train_rows:
             lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['image_size']}px, {r['batch_size']} | {r['variant']} | "
                          f"{r['median_ms']:.2f} | {r['overhead_pct']:+.1f}% |")
+    if interleaved_rows:
+        lines += ["", "Keras steps and their jnp floor, timed in turns (--interleave):", "",
+                  "| params | variant | median ms | floor | floor median ms | / floor (median) | / floor (mean) |", "|---|---|---|---|---|---|---|"]
+        for r in interleaved_rows:
+            lines.append(f"| {r['param_set']} | {r['variant']} | {r['median_ms']:.3f} | {r['floor']} | {r['floor_median_ms']:.3f} | "
+                         f"{r['ratio_vs_floor']:.2f} | {r['mean_ratio_vs_floor']:.2f} |")
     if floor_rows:
         lines += ["", "Floor: the same math as one hand-written jax.jit function (no Keras):", "",
                   "| params | variant | median ms | IQR ms | mean ms | / jnp_adamw (median) | / jnp_adamw (mean) |", "|---|---|---|---|---|---|---|"]
@@ -413,6 +480,8 @@ def main(argv=None):
     parser.add_argument("--train-image-size", type=int, default=None, help="default: 32 for tiny, 224 for full")
     parser.add_argument("--train-batch-size", type=int, default=None, help="default: 8 for tiny, 64 for full")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--interleave", action="store_true",
+                        help="JAX: also time AdamW and SING(AdamW) in turns with the jnp floor (robust ratios on a shared CPU)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.device == "cpu" and BACKEND == "jax":
@@ -425,13 +494,15 @@ def main(argv=None):
     warmup = 2 if args.short else 5
     env = environment(args.device or "default")
     print(json.dumps(env))
-    step_rows, floor_rows = [], []
+    step_rows, floor_rows, interleaved_rows = [], [], []
     for param_set in [p for p in args.param_sets.split(",") if p]:
         shapes = parameter_shapes(param_set, args.short)
         step_rows += optimizer_step_bench(param_set, shapes, args.hosts.split(","), warmup, reps)
         print(markdown(env, [r for r in step_rows if r["param_set"] == param_set], []), flush=True)
         if BACKEND == "jax":
             floor_rows += jnp_floor_bench(param_set, shapes, warmup, reps)
+            if args.interleave:
+                interleaved_rows += floor_comparison(param_set, shapes, warmup, reps)
     train_rows = []
     for model_name in [m for m in args.train_models.split(",") if m]:
         tiny = (args.train_size or ("tiny" if args.short else "full")) == "tiny"
@@ -439,8 +510,9 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{BACKEND}_{'short' if args.short else 'full'}"
-    (out / f"{stem}.json").write_text(json.dumps({"environment": env, "optimizer_step": step_rows, "train_step": train_rows, "jnp_floor": floor_rows}, indent=1))
-    table = markdown(env, step_rows, train_rows, floor_rows)
+    (out / f"{stem}.json").write_text(json.dumps({"environment": env, "optimizer_step": step_rows, "train_step": train_rows, "jnp_floor": floor_rows,
+                                                       "interleaved": interleaved_rows}, indent=1))
+    table = markdown(env, step_rows, train_rows, floor_rows, interleaved_rows)
     (out / f"{stem}.md").write_text(table)
     print(table)
     print(f"wrote {out / stem}.json and .md")

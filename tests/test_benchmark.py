@@ -13,7 +13,7 @@ def test_benchmark_short_mode(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--short", "--param-sets", "small", "--hosts", "adamw,sgd", "--train-models", "resnet", "--reps", "2",
-                       "--train-image-size", "24", "--train-batch-size", "4", "--out", str(tmp_path)]) == 0
+                       "--train-image-size", "24", "--train-batch-size", "4", "--interleave", "--out", str(tmp_path)]) == 0
     (result,) = list(tmp_path.glob("*_short.json"))
     payload = json.loads(result.read_text())
     rows = payload["optimizer_step"]
@@ -30,4 +30,10 @@ def test_benchmark_short_mode(tmp_path):
     expected = ["jnp_adamw", "jnp_sing_no_lookahead", "jnp_sing"] if payload["environment"]["backend"] == "jax" else []
     assert [r["variant"] for r in floor] == expected
     assert all(r["median_ms"] > 0 and r["mean_ms"] > 0 for r in floor)
+    # --interleave: each Keras step next to its floor, timed in turns (JAX only)
+    interleaved = payload["interleaved"]
+    pairs = [("host", "jnp_adamw"), ("sing_no_lookahead", "jnp_sing_no_lookahead"), ("sing", "jnp_sing")]
+    assert [(r["variant"], r["floor"]) for r in interleaved] == (pairs if expected else [])
+    for r in interleaved:
+        assert abs(r["ratio_vs_floor"] / (r["median_ms"] / r["floor_median_ms"]) - 1) < 1e-2
     assert "SING/host" in (tmp_path / result.name.replace(".json", ".md")).read_text()
