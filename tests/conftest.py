@@ -62,3 +62,19 @@ def assert_close(actual, expected, rtol=1e-5, scale_atol=True):
     expected = np.asarray(expected, dtype=np.float64)
     atol = rtol * float(np.max(np.abs(expected))) if scale_atol else 0.0
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def random_variables(shapes):
+    """`keras.Variable`s `v0, v1, ...` of `shapes`, standard normal (seed 0)."""
+    rng = np.random.default_rng(0)
+    return [
+        keras.Variable(rng.standard_normal(s).astype("float32"), name=f"v{i}")
+        for i, s in enumerate(shapes)
+    ]
+
+
+def random_gradients(shapes, step):
+    """Standard normal float32 gradients of `shapes` for step `step`."""
+    rng = np.random.default_rng(step + 1)
+    return [rng.standard_normal(s).astype("float32") for s in shapes]
+

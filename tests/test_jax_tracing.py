@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import random_gradients
+from conftest import random_variables
 
 import keras_sing
 from keras_sing import _host
@@ -111,16 +113,11 @@ def test_variables_are_passed_as_their_current_values():
 
 
 def make_variables():
-    rng = np.random.default_rng(0)
-    return [
-        keras.Variable(rng.standard_normal(s).astype("float32"), name=f"v{i}")
-        for i, s in enumerate(SHAPES)
-    ]
+    return random_variables(SHAPES)
 
 
 def gradients(step):
-    rng = np.random.default_rng(step + 1)
-    return [rng.standard_normal(s).astype("float32") for s in SHAPES]
+    return random_gradients(SHAPES, step)
 
 
 def run_steps(opt, variables, steps, nan_at=None):

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import random_gradients
+from conftest import random_variables
 from conftest import to_numpy
 
 import keras_sing
@@ -27,16 +29,11 @@ SHAPES = [(4, 3), (3,), (3, 3, 2, 4)]
 
 
 def make_variables():
-    rng = np.random.default_rng(0)
-    return [
-        keras.Variable(rng.standard_normal(s).astype("float32"), name=f"v{i}")
-        for i, s in enumerate(SHAPES)
-    ]
+    return random_variables(SHAPES)
 
 
 def gradients(step):
-    rng = np.random.default_rng(step + 1)
-    return [rng.standard_normal(s).astype("float32") for s in SHAPES]
+    return random_gradients(SHAPES, step)
 
 
 def traced_steps(opt, variables, steps, jit_compile=False):
