@@ -140,18 +140,34 @@ def step_function(opt, variables, grads):
     return run
 
 
+def time_interleaved(fns, warmup, reps):
+    """Median, mean and inter-quartile range (ms) of each step in `fns`,
+    timed in turns: each repetition times every step once (in a rotating
+    order), so that a machine whose speed drifts (a shared CPU) moves all
+    of them alike and their ratios hold. Returns `{name: dict}`."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            sync(fns[name]())
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for i in range(len(names)):
+            name = names[(rep + i) % len(names)]
+            t0 = time.perf_counter()
+            sync(fns[name]())
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        q = np.percentile(ts, [25, 50, 75])
+        # The mean is the cost per step amortized over LookAhead's k-step
+        # cycle (its sync runs once in k steps, which the median does not see).
+        out[name] = {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(ts)), "iqr_ms": 1e3 * (q[2] - q[0])}
+    return out
+
+
 def time_it(fn, warmup, reps):
-    for _ in range(warmup):
-        sync(fn())
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        sync(fn())
-        times.append(time.perf_counter() - t0)
-    q = np.percentile(times, [25, 50, 75])
-    # The mean is the cost per step amortized over LookAhead's k-step cycle
-    # (its sync runs once in k steps, which the median does not see).
-    return {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(times)), "iqr_ms": 1e3 * (q[2] - q[0])}
+    """`time_interleaved` for one step."""
+    return time_interleaved({"step": fn}, warmup, reps)["step"]
 
 
 def itemsize(dtype):
@@ -253,29 +269,6 @@ def jnp_floor_bench(param_set, shapes, warmup, reps, seed=0):
         r["ratio_vs_host"] = round(r["median_ms"] / rows[0]["median_ms"], 3)
         r["mean_ratio_vs_host"] = round(r["mean_ms"] / rows[0]["mean_ms"], 3)
     return rows
-
-
-def time_interleaved(fns, warmup, reps):
-    """`time_it` for several steps at once, in turns: each repetition
-    times every step once (in a rotating order), so that a machine whose
-    speed drifts (a shared CPU) moves all of them alike and their ratios
-    hold. Returns `{name: time_it's dict}`."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            sync(fns[name]())
-    times = {name: [] for name in names}
-    for rep in range(reps):
-        for i in range(len(names)):
-            name = names[(rep + i) % len(names)]
-            t0 = time.perf_counter()
-            sync(fns[name]())
-            times[name].append(time.perf_counter() - t0)
-    out = {}
-    for name, ts in times.items():
-        q = np.percentile(ts, [25, 50, 75])
-        out[name] = {"median_ms": 1e3 * q[1], "mean_ms": 1e3 * float(np.mean(ts)), "iqr_ms": 1e3 * (q[2] - q[0])}
-    return out
 
 
 def floor_comparison(param_set, shapes, warmup, reps, seed=0):

@@ -77,4 +77,3 @@ def random_gradients(shapes, step):
     """Standard normal float32 gradients of `shapes` for step `step`."""
     rng = np.random.default_rng(step + 1)
     return [rng.standard_normal(s).astype("float32") for s in shapes]
-
