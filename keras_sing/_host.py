@@ -240,7 +240,9 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
 
     LookAhead acts on all variables at once: one `cond` for the seed before
     the update and one for the sync after it, where a `cond` per variable
-    would cost compile time and steps. Under `tf.distribute` the update
+    would cost compile time and steps. The functional step
+    (`stateless_apply`) seeds ahead of the step instead
+    (`seed_lookahead_ahead`). Under `tf.distribute` the update
     runs per variable in the strategy's cross-replica update, so there
     `update_step` does LookAhead per variable instead."""
     if not sing.lookahead or lookahead_per_variable():
@@ -262,14 +264,15 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
                          learning_rate, lookahead_variables, slots, first,
                          sync)
         return
-    _assign_when(
-        host, first, slots,
-        lambda: transforms.lookahead_seed(
-            [read(s) for s in slots],
-            [read(v) for v in lookahead_variables],
-            True,
-        ),
-    )
+    if not _SEEDED_AHEAD.get():
+        _assign_when(
+            host, first, slots,
+            lambda: transforms.lookahead_seed(
+                [read(s) for s in slots],
+                [read(v) for v in lookahead_variables],
+                True,
+            ),
+        )
     host_backend_update_step(grads, variables, learning_rate)
 
     def synced():
@@ -282,6 +285,51 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
         return w + slow
 
     _assign_when(host, sync, lookahead_variables + slots, synced)
+
+
+def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
+    """The functional step's LookAhead seed (`S <- W` at the first real
+    update), taken on the values given, ahead of the step: `(optimizer
+    values with the slow copies seeded, a context)`.
+
+    The step itself then does not seed (within the context). The values
+    are the same: the step writes no weight before its seed. The compiled
+    program is not: seeded inside the step (a `cond` that reads every
+    weight before the update overwrites it), XLA copies every weight out
+    of the step on every step, to keep the buffers of the `cond`s apart;
+    seeded ahead, it copies only in the seeding branch. `finite` (`None`
+    with `on_nonfinite="ignore"`) is part of the predicate, so a skipped
+    step seeds nothing."""
+    if not sing.lookahead or lookahead_per_variable():
+        return optimizer_values, contextlib.nullcontext()
+    host = sing.inner_optimizer
+    state = sing.variables
+    counter = position(state, micro_step_counter(host))
+    step, is_update = real_step(host, optimizer_values[counter])
+    first, _ = transforms.lookahead_flags(step, sing.lookahead_steps, is_update)
+    if finite is not None:
+        first = ops.logical_and(first, finite)
+    pairs = [
+        (position(state, slow), trainable_values[i])
+        for i, slow in enumerate(sing._slow_weights)
+        if slow is not None
+    ]
+    seeded = transforms.lookahead_seed(
+        [optimizer_values[j] for j, _ in pairs], [w for _, w in pairs], first
+    )
+    optimizer_values = list(optimizer_values)
+    for (j, _), value in zip(pairs, seeded):
+        optimizer_values[j] = value
+    return optimizer_values, _seeded_ahead()
+
+
+@contextlib.contextmanager
+def _seeded_ahead():
+    token = _SEEDED_AHEAD.set(True)
+    try:
+        yield
+    finally:
+        _SEEDED_AHEAD.reset(token)
 
 
 def position(variables, variable):
@@ -517,6 +565,7 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 # The step's gradient statistics, computed ahead of it: set by
 # `finiteness_check` for the host's `update_step`s within the step.
 _STATISTICS = contextvars.ContextVar("keras_sing_statistics", default=None)
+_SEEDED_AHEAD = contextvars.ContextVar("keras_sing_seeded_ahead", default=False)
 
 
 def finiteness_check(sing, grads, variables):

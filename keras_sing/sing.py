@@ -590,21 +590,32 @@ class SING(keras.optimizers.Optimizer):
                 f"received {len(optimizer_values)}."
             )
 
-        def step():
+        def step(optimizer_values):
             return _host.stateless_apply_unchecked(
                 self, optimizer_values, grads, trainable_values
             )
 
         if self.on_nonfinite == "ignore":
-            return step()
+            optimizer_values, seeded = _host.seed_lookahead_ahead(
+                self, optimizer_values, trainable_values, None
+            )
+            with seeded:
+                return step(optimizer_values)
         finite, context = _host.finiteness_check(
             self, grads, self._trainable_variables
         )
+        # LookAhead's seed, ahead of the step (the same values, and no copy
+        # of every weight on every step); a skipped step seeds nothing
+        optimizer_values, seeded = _host.seed_lookahead_ahead(
+            self, optimizer_values, trainable_values, finite
+        )
         # one decision for everything the step writes: all new values, or
         # all old ones
-        with context:
+        with context, seeded:
             new_trainable, new_optimizer = backend_lib.cond(
-                finite, step, lambda: (trainable_values, optimizer_values)
+                finite,
+                lambda: step(optimizer_values),
+                lambda: (trainable_values, optimizer_values),
             )
         new_optimizer = list(new_optimizer)
         skipped = _host.position(self.variables, self._skipped_steps)

@@ -17,9 +17,10 @@ Axes of the grid:
   really updates); `clipnorm` (host `clipnorm=1.0`); `lso` (SING inside
   `keras.optimizers.LossScaleOptimizer`);
 - lookahead: LookAhead (k = `K` = 2, counted in real updates, after
-  accumulation) `sync`s at the bad step (real step 2), or does not
-  (`nosync`, real step 3, after a sync at step 2 gave the slow weights a
-  value of their own);
+  accumulation) `seed`s its slow weights at the bad step (real step 1, the
+  first update), `sync`s at it (real step 2), or does neither (`nosync`,
+  real step 3, after a sync at step 2 gave the slow weights a value of
+  their own);
 - kind: the bad value, `nan`, `inf`, `-inf`, in one element of one variable's
   gradient (a different variable per kind: the 2-D kernel, the 1-D bias, the
   3-D kernel);
@@ -270,6 +271,8 @@ def at_target(micro, accumulation, lookahead, bad_micro):
     t += 1  # the real (LookAhead) step the next micro-step belongs to
     if position != bad_micro:
         return False
+    if lookahead == "seed":
+        return t == 1
     if lookahead == "sync":
         return t % K == 0
     return t % K != 0 and t > K
@@ -358,7 +361,7 @@ PATHS = [
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("lookahead", ["sync", "nosync"])
+@pytest.mark.parametrize("lookahead", ["seed", "sync", "nosync"])
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("host", list(HOSTS))
 @pytest.mark.parametrize("path", PATHS)
