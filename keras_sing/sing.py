@@ -539,12 +539,13 @@ class SING(keras.optimizers.Optimizer):
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """The step as a pure function (what JAX's `fit` uses).
 
-        The host's whole step (with SING and LookAhead inside it) is one
-        branch of a single `cond` on the gradients' finiteness; the other
-        branch returns the values given. So a non-finite step returns every
-        value unchanged, whatever the step would have written (weights,
-        slots, EMA, slow weights), and `skipped_steps` counts it. No
-        variable is changed.
+        The host's whole step (with SING and LookAhead's sync inside it)
+        is one branch of a single `cond` on the gradients' finiteness; the
+        other branch returns the values given. LookAhead's seed (the slow
+        copy taken at the first update) is taken just before, under the
+        same flag. So a non-finite step returns every value unchanged,
+        whatever the step would have written (weights, slots, EMA, slow
+        weights), and `skipped_steps` counts it. No variable is changed.
 
         Args:
             optimizer_variables: the current values of `variables`, in
