@@ -318,7 +318,7 @@ def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
         [optimizer_values[j] for j, _ in pairs], [w for _, w in pairs], first
     )
     optimizer_values = list(optimizer_values)
-    for (j, _), value in zip(pairs, seeded):
+    for (j, _), value in zip(pairs, seeded, strict=True):
         optimizer_values[j] = value
     return optimizer_values, _seeded_ahead()
 
@@ -357,12 +357,12 @@ def _assign_when(host, pred, targets, new_values):
         values = backend_lib.cond(
             pred, new_values, lambda: [read(t) for t in targets]
         )
-        for target, value in zip(targets, values):
+        for target, value in zip(targets, values, strict=True):
             host.assign(target, value)
         return
 
     def write():
-        for target, value in zip(targets, new_values()):
+        for target, value in zip(targets, new_values(), strict=True):
             host.assign(target, value)
 
     backend_lib.cond(pred, write, lambda: None)
@@ -405,7 +405,9 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
             first, sync = transforms.lookahead_flags(
                 step, sing.lookahead_steps, is_update
             )
-            slow = transforms.lookahead_seed(read(slow_var), read(variable), first)
+            slow = transforms.lookahead_seed(
+                read(slow_var), read(variable), first
+            )
         if decays(sing, variable):
             w = read(variable)
             host.assign(
@@ -506,7 +508,11 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
     lr = torch_backend.scalar_like(read(learning_rate), weights[0])
     if host.weight_decay:
         torch_backend.decoupled_weight_decay(
-            [w for w, v in zip(weights, keras_vars) if decays(sing, v)],
+            [
+                w
+                for w, v in zip(weights, keras_vars, strict=True)
+                if decays(sing, v)
+            ],
             lr,
             host.weight_decay,
         )
@@ -598,7 +604,7 @@ def finiteness_check(sing, grads, variables):
     if transformed or batched or unknown:
         return all_finite(grads), contextlib.nullcontext()
     statistics = {}
-    for gradient, variable in zip(grads, variables):
+    for gradient, variable in zip(grads, variables, strict=True):
         if gradient is None:
             continue
         standardize, axes = sing._plans[host._get_variable_index(variable)]
@@ -626,7 +632,9 @@ def statistics_for(host, variable):
     """The statistics `finiteness_check` computed for `variable`'s
     gradient in this step, or `None`."""
     statistics = _STATISTICS.get()
-    return None if statistics is None else statistics.get(host._var_key(variable))
+    if statistics is None:
+        return None
+    return statistics.get(host._var_key(variable))
 
 
 def all_finite(grads):
@@ -648,9 +656,9 @@ def stateless_apply_unchecked(sing, optimizer_values, grads, trainable_values):
     """The host's `apply` in a `StatelessScope` (JAX's functional step):
     `(new trainable values, new optimizer values)` in the order of
     `sing._trainable_variables` and `sing.variables`."""
-    mapping = list(zip(sing._trainable_variables, trainable_values)) + list(
-        zip(sing.variables, optimizer_values)
-    )
+    mapping = list(
+        zip(sing._trainable_variables, trainable_values, strict=True)
+    ) + list(zip(sing.variables, optimizer_values, strict=True))
     with keras.StatelessScope(state_mapping=mapping) as scope:
         sing.inner_optimizer.apply(grads)
     return (

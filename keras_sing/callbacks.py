@@ -119,8 +119,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
     extra cost (`SING.gradient_norm_variables`). This callback reads them
     every `every_n_batches` batches and logs, per layer and epoch:
 
-        grad_norm/<layer path> = mean over sampled batches of
-                                 sqrt(sum over the layer's variables of ||g||_2^2)
+        grad_norm/<layer path> =
+            mean over sampled batches of
+            sqrt(sum over the layer's variables of ||g||_2^2)
 
     to the epoch logs (so `History`, `CSVLogger` and `TensorBoard` placed
     after it record them) and to an optional CSV file. `self.epoch_norms`
@@ -165,7 +166,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
         ...     name="model",
         ... )
         >>> model.compile(optimizer=keras_sing.SING(), loss="mse")
-        >>> monitor = keras_sing.callbacks.GradientNormMonitor(every_n_batches=1)
+        >>> from keras_sing.callbacks import GradientNormMonitor
+        >>> monitor = GradientNormMonitor(every_n_batches=1)
         >>> history = model.fit(
         ...     np.ones((8, 4)), np.zeros((8, 2)), epochs=2, verbose=0,
         ...     callbacks=[monitor],
@@ -196,8 +198,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
         if every_n_batches < 1 or window < 1 or min_growth <= 1:
             raise ValueError(
                 "GradientNormMonitor needs every_n_batches >= 1, window >= 1 "
-                f"and min_growth > 1. Received: every_n_batches={every_n_batches}"
-                f", window={window}, min_growth={min_growth}"
+                "and min_growth > 1. Received: "
+                f"every_n_batches={every_n_batches}, window={window}, "
+                f"min_growth={min_growth}"
             )
         self.every_n_batches = every_n_batches
         self.csv_path = csv_path
@@ -233,7 +236,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
         pairs = self._sing.gradient_norm_variables
         values = self._current_values([v for _, v in pairs])
         squares = {}
-        for (path, _), value in zip(pairs, values):
+        for (path, _), value in zip(pairs, values, strict=True):
             layer = layer_of(path)
             squares[layer] = squares.get(layer, 0.0) + float(value) ** 2
         for layer, sq in squares.items():
@@ -246,7 +249,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
         if state and not getattr(self.model, "_jax_state_synced", True):
             opt_values = state.get("optimizer_variables")
             if opt_values is not None:
-                index = {id(v): i for i, v in enumerate(self.model.optimizer.variables)}
+                variables = self.model.optimizer.variables
+                index = {id(v): i for i, v in enumerate(variables)}
                 return [np.asarray(opt_values[index[id(v)]]) for v in variables]
         return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
 
@@ -274,7 +278,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
             writer = csv.writer(f)
             if new:
                 writer.writerow(["epoch", *self._csv_layers])
-            writer.writerow([epoch, *(norms.get(k, "") for k in self._csv_layers)])
+            writer.writerow(
+                [epoch, *(norms.get(k, "") for k in self._csv_layers)]
+            )
 
     def _check(self, epoch):
         w = self.window
@@ -288,7 +294,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
             if layer in warned or not self._is_watched(layer):
                 continue
             series = [n.get(layer, np.nan) for n in self.epoch_norms[-w - 1 :]]
-            rising = all(b > a for a, b in zip(series, series[1:]))
+            rising = all(
+                b > a for a, b in zip(series, series[1:], strict=False)
+            )
             if rising and series[-1] >= self.min_growth * series[0]:
                 self._alert(epoch, layer, losses, series)
 
@@ -308,6 +316,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
             f"(model.get_layer('{name}').trainable = False) or excluding it "
             f"from standardization: SING(..., exclude=r'{re.escape(name)}')."
         )
-        self.alerts.append({"epoch": epoch, "layer": layer, "norms": series, "losses": losses, "message": message})
+        self.alerts.append({
+            "epoch": epoch, "layer": layer, "norms": series,
+            "losses": losses, "message": message,
+        })
         if self.warn:
             warnings.warn(message, stacklevel=2)

@@ -232,7 +232,9 @@ class SING(keras.optimizers.Optimizer):
                 "host; use softplus=None or False with it."
             )
         _check_choice("on_nonfinite", on_nonfinite, _NONFINITE_MODES)
-        _check_choice("weight_decay_mode", weight_decay_mode, _WEIGHT_DECAY_MODES)
+        _check_choice(
+            "weight_decay_mode", weight_decay_mode, _WEIGHT_DECAY_MODES
+        )
         _check_rule("centralize_axes", centralize_axes, dict)
         _check_rule("exclude", exclude, (str, list, tuple))
 
@@ -375,7 +377,8 @@ class SING(keras.optimizers.Optimizer):
             >>> import keras_sing
             >>> opt = keras_sing.SING(keras.optimizers.AdamW())
             >>> opt.build([keras.Variable(np.ones((3, 2)), name="kernel")])
-            >>> [v.name for v in opt.variables]  # doctest: +NORMALIZE_WHITESPACE
+            >>> names = [v.name for v in opt.variables]
+            >>> names  # doctest: +NORMALIZE_WHITESPACE
             ['iteration', 'learning_rate', 'kernel_momentum', 'kernel_velocity',
              'kernel_lookahead_slow', 'gradient_norm', 'skipped_steps']
         """
@@ -400,7 +403,8 @@ class SING(keras.optimizers.Optimizer):
             >>> opt, copy = keras_sing.SING(), keras_sing.SING()
             >>> step = opt.apply_gradients([(np.ones((3, 2)), kernel)])
             >>> copy.build([kernel])
-            >>> copy.set_weights([keras.ops.convert_to_numpy(v) for v in opt.variables])
+            >>> weights = [keras.ops.convert_to_numpy(v) for v in opt.variables]
+            >>> copy.set_weights(weights)
             >>> int(copy.iterations)
             1
         """
@@ -416,7 +420,7 @@ class SING(keras.optimizers.Optimizer):
                 f"SING has {len(variables)} variables (the host's and its "
                 f"own), received {len(weights)} weights."
             )
-        for variable, weight in zip(variables, weights):
+        for variable, weight in zip(variables, weights, strict=True):
             if tuple(variable.shape) != tuple(weight.shape):
                 raise ValueError(
                     f"Optimizer variable {variable.path} has shape "
@@ -462,7 +466,7 @@ class SING(keras.optimizers.Optimizer):
              [1.    1.   ]
              [0.995 0.995]]
         """
-        grads, trainable_variables = zip(*grads_and_vars)
+        grads, trainable_variables = zip(*grads_and_vars, strict=True)
         self.apply(grads, trainable_variables)
         # what the host's own apply_gradients returns
         return _host.micro_step_counter(self.inner_optimizer)
@@ -719,7 +723,9 @@ class SING(keras.optimizers.Optimizer):
         """
         if not self.built:
             return []
-        return list(zip(self._variable_paths, self._gradient_norms))
+        return list(
+            zip(self._variable_paths, self._gradient_norms, strict=True)
+        )
 
     def gradient_norms(self):
         """The values of `gradient_norm_variables`, read to the host.
@@ -815,7 +821,8 @@ class SING(keras.optimizers.Optimizer):
         Examples:
             >>> import keras
             >>> import keras_sing
-            >>> opt = keras_sing.SING(keras.optimizers.AdamW(loss_scale_factor=128.0))
+            >>> host = keras.optimizers.AdamW(loss_scale_factor=128.0)
+            >>> opt = keras_sing.SING(host)
             >>> float(opt.scale_loss(2.0))
             256.0
         """
@@ -932,7 +939,8 @@ class SING(keras.optimizers.Optimizer):
         Examples:
             >>> import keras
             >>> import keras_sing
-            >>> opt = keras_sing.SING(keras.optimizers.SGD(0.1), lookahead=False)
+            >>> host = keras.optimizers.SGD(0.1)
+            >>> opt = keras_sing.SING(host, lookahead=False)
             >>> again = keras_sing.SING.from_config(opt.get_config())
             >>> type(again.inner_optimizer).__name__, again.lookahead
             ('SGD', False)
@@ -1036,7 +1044,9 @@ def _check_lookahead(lookahead_steps, lookahead_alpha):
 
 
 def _check_choice(name, value, choices):
-    if not any(value is c or (isinstance(c, str) and value == c) for c in choices):
+    if not any(
+        value is c or (isinstance(c, str) and value == c) for c in choices
+    ):
         raise ValueError(
             f"Argument `{name}` must be one of "
             f"{', '.join(repr(c) for c in choices)}. "
@@ -1065,8 +1075,9 @@ def _resolve_host(optimizer):
         )
     if isinstance(optimizer, SING):
         raise ValueError(
-            "Argument `optimizer` cannot be a SING optimizer: SING standardizes "
-            "gradients once. Pass its host instead, e.g. SING(AdamW(...))."
+            "Argument `optimizer` cannot be a SING optimizer: SING "
+            "standardizes gradients once. Pass its host instead, e.g. "
+            "SING(AdamW(...))."
         )
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
@@ -1079,7 +1090,8 @@ def _resolve_host(optimizer):
             optimizer = keras.optimizers.get(optimizer)
         except ValueError as error:
             raise ValueError(
-                f"Argument `optimizer` could not be interpreted: {optimizer!r}. "
+                "Argument `optimizer` could not be interpreted: "
+                f"{optimizer!r}. "
                 "Use a keras.optimizers.Optimizer instance or an identifier "
                 "such as 'adamw', 'adam', 'sgd', 'lion'."
             ) from error

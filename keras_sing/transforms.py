@@ -38,8 +38,8 @@ def compute_dtype(dtype):
 
     Examples:
         >>> from keras_sing import transforms
-        >>> transforms.compute_dtype("bfloat16"), transforms.compute_dtype("float64")
-        ('float32', 'float64')
+        >>> [transforms.compute_dtype(d) for d in ("bfloat16", "float64")]
+        ['float32', 'float64']
 
     References:
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
@@ -125,9 +125,15 @@ def unit_mean(gradient, axes):
     """
     ndim = len(gradient.shape)
     axes = tuple(sorted(a % ndim for a in axes))
-    first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(ndim))
+    first = tuple(
+        slice(0, 1) if i in axes else slice(None) for i in range(ndim)
+    )
     g0 = gradient[first]
-    return ops.add(g0, ops.mean(ops.subtract(gradient, g0), axis=axes, keepdims=True))
+    # mean(g, axes) = g0 + mean(g - g0, axes)
+    shifted_mean = ops.mean(
+        ops.subtract(gradient, g0), axis=axes, keepdims=True
+    )
+    return ops.add(g0, shifted_mean)
 
 
 def l2_norm(x, bound=None):
@@ -373,7 +379,8 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
         >>> from keras_sing import transforms
         >>> g = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "float32")
         >>> mean, norm, finite = transforms.standardization_statistics(g, (0,))
-        >>> print(ops.convert_to_numpy(mean), ops.convert_to_numpy(norm), bool(finite))
+        >>> mean, norm = ops.convert_to_numpy(mean), ops.convert_to_numpy(norm)
+        >>> print(mean, norm, bool(finite))
         [[3. 4.]] 4.0 True
 
     References:
@@ -457,7 +464,8 @@ def softplus_calibrate(denominator, beta):
         >>> from keras import ops
         >>> from keras_sing import transforms
         >>> d = np.array([0.0, 0.01, 0.5], "float32")
-        >>> print(np.round(ops.convert_to_numpy(transforms.softplus_calibrate(d, 50.0)), 4))
+        >>> calibrated = transforms.softplus_calibrate(d, 50.0)
+        >>> print(np.round(ops.convert_to_numpy(calibrated), 4))
         [0.0139 0.0195 0.5   ]
 
     References:
@@ -490,7 +498,7 @@ def lookahead_merge(fast, slow, alpha):
         >>> import numpy as np
         >>> from keras import ops
         >>> from keras_sing import transforms
-        >>> w, s = np.array([2.0, 4.0], "float32"), np.array([0.0, 0.0], "float32")
+        >>> w, s = np.array([2.0, 4.0], "float32"), np.zeros(2, "float32")
         >>> print(ops.convert_to_numpy(transforms.lookahead_merge(w, s, 0.5)))
         [1. 2.]
 
@@ -526,7 +534,8 @@ def decoupled_weight_decay(weight, learning_rate, weight_decay):
         >>> from keras import ops
         >>> from keras_sing import transforms
         >>> w = np.array([1.0, -2.0], "float32")
-        >>> print(ops.convert_to_numpy(transforms.decoupled_weight_decay(w, 0.1, 0.5)))
+        >>> decayed = transforms.decoupled_weight_decay(w, 0.1, 0.5)
+        >>> print(ops.convert_to_numpy(decayed))
         [ 0.95 -1.9 ]
 
     References:
@@ -559,7 +568,8 @@ def adam_moments(m, v, gradient, beta_1, beta_2):
         >>> from keras_sing import transforms
         >>> zeros, g = np.zeros(2, "float32"), np.array([0.5, -0.5], "float32")
         >>> m, v = transforms.adam_moments(zeros, zeros, g, 0.9, 0.999)
-        >>> print(np.round(ops.convert_to_numpy(m), 6), np.round(ops.convert_to_numpy(v), 6))
+        >>> m, v = ops.convert_to_numpy(m), ops.convert_to_numpy(v)
+        >>> print(np.round(m, 6), np.round(v, 6))
         [ 0.05 -0.05] [0.00025 0.00025]
 
     References:
@@ -603,7 +613,9 @@ def adam_denominator(v, step, beta_2, epsilon, softplus_beta=None):
         >>> from keras import ops
         >>> from keras_sing import transforms
         >>> v = np.array([0.00025, 0.0], "float32")
-        >>> d = transforms.adam_denominator(v, 1, 0.999, 1e-8, softplus_beta=50.0)
+        >>> d = transforms.adam_denominator(
+        ...     v, 1, 0.999, 1e-8, softplus_beta=50.0
+        ... )
         >>> print(np.round(ops.convert_to_numpy(d), 4))
         [0.5    0.0139]
 
@@ -649,7 +661,8 @@ def adam_update(weight, m, denominator, learning_rate, step, beta_1):
         >>> from keras_sing import transforms
         >>> w, m = np.ones(2, "float32"), np.array([0.05, -0.05], "float32")
         >>> d = np.array([0.5, 0.5], "float32")
-        >>> print(ops.convert_to_numpy(transforms.adam_update(w, m, d, 5e-3, 1, 0.9)))
+        >>> w = transforms.adam_update(w, m, d, 5e-3, 1, 0.9)
+        >>> print(ops.convert_to_numpy(w))
         [0.995 1.005]
 
     References:
@@ -681,7 +694,8 @@ def lookahead_flags(step, lookahead_steps, taken=True):
     Examples:
         >>> from keras import ops
         >>> from keras_sing import transforms
-        >>> first, sync = transforms.lookahead_flags(ops.convert_to_tensor(5), 5)
+        >>> step = ops.convert_to_tensor(5)
+        >>> first, sync = transforms.lookahead_flags(step, 5)
         >>> bool(first), bool(sync)
         (False, True)
 
@@ -717,7 +731,8 @@ def lookahead_seed(slow, weight, first):
         >>> import numpy as np
         >>> from keras import ops
         >>> from keras_sing import transforms
-        >>> s = transforms.lookahead_seed(np.zeros(2, "float32"), np.ones(2, "float32"), True)
+        >>> slow, w = np.zeros(2, "float32"), np.ones(2, "float32")
+        >>> s = transforms.lookahead_seed(slow, w, True)
         >>> print(ops.convert_to_numpy(s))
         [1. 1.]
 
@@ -759,7 +774,8 @@ def lookahead_sync(weight, slow, sync, alpha):
         >>> import numpy as np
         >>> from keras import ops
         >>> from keras_sing import transforms
-        >>> w, s = transforms.lookahead_sync(np.full(2, 3.0, "float32"), np.ones(2, "float32"), True, 0.5)
+        >>> w, s = np.full(2, 3.0, "float32"), np.ones(2, "float32")
+        >>> w, s = transforms.lookahead_sync(w, s, True, 0.5)
         >>> print(ops.convert_to_numpy(w), ops.convert_to_numpy(s))
         [2. 2.] [2. 2.]
 
@@ -774,7 +790,9 @@ def lookahead_sync(weight, slow, sync, alpha):
 
     def merged():
         if isinstance(weight, (list, tuple)):
-            pairs = [merged_one(w, s) for w, s in zip(weight, slow)]
+            pairs = [
+                merged_one(w, s) for w, s in zip(weight, slow, strict=True)
+            ]
             return [p[0] for p in pairs], [p[1] for p in pairs]
         return merged_one(weight, slow)
 
@@ -799,7 +817,7 @@ AdamHyper = collections.namedtuple(
 )
 
 
-AdamHyper.__doc__ = """The hyper-parameters of `sing_adam_step`, for one variable.
+AdamHyper.__doc__ = """The hyper-parameters of `sing_adam_step`, per variable.
 
     Python numbers (or scalars), fixed for a variable: the optimizer builds
     one per variable from the host's and SING's settings.
@@ -999,8 +1017,9 @@ def all_finite(tensors):
         >>> from keras import ops
         >>> from keras_sing import transforms
         >>> ok = np.ones(3, "float32")
-        >>> bool(transforms.all_finite([ok, None])), bool(transforms.all_finite([ok, np.array([np.inf])]))
-        (True, False)
+        >>> inf = np.array([np.inf], "float32")
+        >>> [bool(transforms.all_finite(gs)) for gs in ([ok, None], [ok, inf])]
+        [True, False]
 
     References:
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](

@@ -29,7 +29,9 @@ def assert_true(condition, step, message):
             "`model.compile(..., jit_compile=False)`, or use "
             "on_nonfinite='skip' and watch `optimizer.skipped_steps`."
         )
-    tf.debugging.Assert(condition, [message.format(step="<step>"), "step:", step])
+    tf.debugging.Assert(
+        condition, [message.format(step="<step>"), "step:", step]
+    )
 
 
 @contextlib.contextmanager
@@ -62,7 +64,10 @@ def has_strategy():
 
 def in_replica_context():
     """Whether we are inside a (non-default) strategy's replica function."""
-    return tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
+    return (
+        tf.distribute.has_strategy()
+        and not tf.distribute.in_cross_replica_context()
+    )
 
 
 def apply_if_all_replicas_finite(all_finite, apply, skip, after, grads):
@@ -83,7 +88,9 @@ def apply_if_all_replicas_finite(all_finite, apply, skip, after, grads):
         bad_per_replica = distribution.extended.call_for_each_replica(
             lambda g: 1.0 - tf.cast(all_finite(g), tf.float32), args=(grads,)
         )
-        bad = distribution.reduce(tf.distribute.ReduceOp.SUM, bad_per_replica, axis=None)
+        bad = distribution.reduce(
+            tf.distribute.ReduceOp.SUM, bad_per_replica, axis=None
+        )
         finite = tf.equal(bad, 0.0)
 
         def apply_fn():

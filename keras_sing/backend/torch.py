@@ -30,19 +30,24 @@ def like(tensors, references):
     """`tensors[i]` as a tensor of `references[i]`'s dtype and device."""
     return [
         torch.as_tensor(x, dtype=r.dtype, device=r.device)
-        for x, r in zip(tensors, references)
+        for x, r in zip(tensors, references, strict=True)
     ]
 
 
 def scalar_like(value, reference):
     """`value` (a number or 0-d tensor) in `reference`'s dtype and device,
     with no host synchronization."""
-    return torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
+    return torch.as_tensor(
+        value, dtype=reference.dtype, device=reference.device
+    )
 
 
 def copy_into(targets, values):
     """`targets[i] <- values[i]`, in place, cast to each target's dtype."""
-    torch._foreach_copy_(targets, [v.to(t.dtype) for t, v in zip(targets, values)])
+    torch._foreach_copy_(
+        targets,
+        [v.to(t.dtype) for t, v in zip(targets, values, strict=True)],
+    )
 
 
 def all_finite(grads):
@@ -74,7 +79,10 @@ def standardize(grads, axes, normalize, epsilon):
     `normalize[i]` whether to divide it by its norm. The norms are
     `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
     the raw gradient's max|g| (exact, no overflow, no underflow)."""
-    out = [centralize(g, a) if a else g for g, a in zip(grads, axes)]
+    out = [
+        centralize(g, a) if a else g
+        for g, a in zip(grads, axes, strict=True)
+    ]
     norms = [torch.zeros((), dtype=g.dtype, device=g.device) for g in out]
     nonempty = [i for i, g in enumerate(out) if g.numel()]
     if not nonempty:
@@ -94,9 +102,10 @@ def standardize(grads, axes, normalize, epsilon):
         den = torch._foreach_add(
             [live_norms[position[i]] for i in divided], epsilon
         )
-        for i, g in zip(divided, torch._foreach_div([out[i] for i in divided], den)):
+        quotients = torch._foreach_div([out[i] for i in divided], den)
+        for i, g in zip(divided, quotients, strict=True):
             out[i] = g
-    for i, n in zip(nonempty, live_norms):
+    for i, n in zip(nonempty, live_norms, strict=True):
         norms[i] = n
     return out, norms
 
@@ -120,8 +129,8 @@ def power_of_two_scale(magnitudes):
     k = torch.minimum(torch.maximum(k, -limit), limit)
     scale, inverse = torch.exp2(k).unbind(), torch.exp2(-k).unbind()
     return (
-        [s.to(m.dtype) for s, m in zip(scale, magnitudes)],
-        [s.to(m.dtype) for s, m in zip(inverse, magnitudes)],
+        [s.to(m.dtype) for s, m in zip(scale, magnitudes, strict=True)],
+        [s.to(m.dtype) for s, m in zip(inverse, magnitudes, strict=True)],
     )
 
 

@@ -51,7 +51,10 @@ def num_classes(num_rectangles):
     return num_rectangles + 1
 
 
-def sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size=None, max_size=None):
+def sample_rectangles(
+    rng, num_samples, image_size, num_rectangles, min_size=None,
+    max_size=None,
+):
     """Random rectangles `(y0, x0, y1, x1)`, half-open, in painting order.
 
     Each side is drawn uniformly in `[min_size, max_size]`, then the
@@ -80,7 +83,8 @@ def sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size=Non
         >>> rects = rde.sample_rectangles(np.random.default_rng(0), 2, 16, 3)
         >>> rects.shape, rects.dtype.name
         ((2, 3, 4), 'int32')
-        >>> bool(((rects[..., 2:] - rects[..., :2]) >= 2).all())  # sides >= 16 // 8
+        >>> sides = rects[..., 2:] - rects[..., :2]
+        >>> bool((sides >= 2).all())  # sides >= 16 // 8
         True
 
     References:
@@ -102,7 +106,8 @@ def sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size=Non
     widths = rng.integers(min_size, max_size + 1, size=shape)
     y0 = rng.integers(0, image_size - heights + 1)
     x0 = rng.integers(0, image_size - widths + 1)
-    return np.stack([y0, x0, y0 + heights, x0 + widths], axis=-1).astype("int32")
+    corners = np.stack([y0, x0, y0 + heights, x0 + widths], axis=-1)
+    return corners.astype("int32")
 
 
 def top_rectangle(rectangles, image_size):
@@ -274,7 +279,10 @@ def render(rng, rectangles, image_size, top=None):
     ).reshape(n, image_size, image_size, 3)
 
 
-def generate(num_samples, image_size=64, num_rectangles=6, seed=0, min_size=None, max_size=None):
+def generate(
+    num_samples, image_size=64, num_rectangles=6, seed=0, min_size=None,
+    max_size=None,
+):
     """An RDE-like dataset: images and per-pixel depth labels.
 
     Args:
@@ -299,7 +307,9 @@ def generate(num_samples, image_size=64, num_rectangles=6, seed=0, min_size=None
 
     Examples:
         >>> from keras_sing.datasets import rde
-        >>> images, labels = rde.generate(4, image_size=16, num_rectangles=3, seed=0)
+        >>> images, labels = rde.generate(
+        ...     4, image_size=16, num_rectangles=3, seed=0
+        ... )
         >>> images.shape, labels.shape
         ((4, 16, 16, 3), (4, 16, 16))
         >>> int(labels.min()) >= 0 and int(labels.max()) < rde.num_classes(3)
@@ -312,7 +322,9 @@ def generate(num_samples, image_size=64, num_rectangles=6, seed=0, min_size=None
           description.
     """
     rng = np.random.default_rng(seed)
-    rectangles = sample_rectangles(rng, num_samples, image_size, num_rectangles, min_size, max_size)
+    rectangles = sample_rectangles(
+        rng, num_samples, image_size, num_rectangles, min_size, max_size
+    )
     top = top_rectangle(rectangles, image_size)
     labels = _pixel_depths(top, rectangle_depths(rectangles, top))
     return render(rng, rectangles, image_size, top), labels
