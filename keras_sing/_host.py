@@ -522,6 +522,7 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, learning_rate):
         [axes if standardize else None for standardize, axes in plans],
         [standardize and sing.normalize for standardize, _ in plans],
         sing.epsilon,
+        maxima=_MAXIMA.get(),
     )
     torch_backend.copy_into(
         [sing._gradient_norms[i].value for i in index], norms
@@ -571,6 +572,9 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 # The step's gradient statistics, computed ahead of it: set by
 # `finiteness_check` for the host's `update_step`s within the step.
 _STATISTICS = contextvars.ContextVar("keras_sing_statistics", default=None)
+# torch's batched step: the gradients' max|g| from the finiteness check,
+# `{id(tensor): max}`, which the step's norm scale reuses.
+_MAXIMA = contextvars.ContextVar("keras_sing_maxima", default=None)
 _SEEDED_AHEAD = contextvars.ContextVar("keras_sing_seeded_ahead", default=False)
 
 
@@ -601,6 +605,11 @@ def finiteness_check(sing, grads, variables):
         host._var_key(v) not in host._trainable_variables_indices
         for v in variables
     )
+    if batched and not (transformed or unknown):
+        from keras_sing.backend import torch as torch_backend
+
+        maxima = torch_backend.max_abs(_torch_tensors(grads))
+        return torch_backend.all_finite(None, maxima), _using_maxima(maxima)
     if transformed or batched or unknown:
         return all_finite(grads), contextlib.nullcontext()
     statistics = {}
@@ -628,6 +637,22 @@ def _using(statistics):
         _STATISTICS.reset(token)
 
 
+@contextlib.contextmanager
+def _using_maxima(maxima):
+    token = _MAXIMA.set(maxima)
+    try:
+        yield
+    finally:
+        _MAXIMA.reset(token)
+
+
+def _torch_tensors(grads):
+    from keras.ops import convert_to_tensor
+
+    values = [None if g is None else backend_lib.values_of(g) for g in grads]
+    return [None if g is None else convert_to_tensor(g) for g in values]
+
+
 def statistics_for(host, variable):
     """The statistics `finiteness_check` computed for `variable`'s
     gradient in this step, or `None`."""
@@ -642,13 +667,9 @@ def all_finite(grads):
     (`transforms.all_finite`, batched on torch)."""
     values = [None if g is None else backend_lib.values_of(g) for g in grads]
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
-        from keras.ops import convert_to_tensor
-
         from keras_sing.backend import torch as torch_backend
 
-        return torch_backend.all_finite(
-            [None if g is None else convert_to_tensor(g) for g in values]
-        )
+        return torch_backend.all_finite(_torch_tensors(grads))
     return transforms.all_finite(values)
 
 

@@ -108,3 +108,50 @@ def test_batched_finite_check_matches_generic(case):
     generic = bool(transforms.all_finite(grads))
     assert bool(_host.all_finite(grads)) == generic
     assert generic == all(np.isfinite(g).all() for g in case)
+
+
+def test_standardize_with_given_maxima_is_identical():
+    """`standardize` with the finiteness check's maxima (`max_abs`) gives
+    the same tensors and norms, bit for bit, as when it takes them itself;
+    maxima it lacks (other tensors) are computed."""
+    import torch
+
+    from keras_sing.backend import torch as torch_backend
+
+    rng = np.random.default_rng(3)
+    grads = [torch.as_tensor((rng.standard_normal(s) * 1e20).astype("float32")) for s in SHAPES]
+    axes = [(0,), (0, 1, 2), None, None, (0,), (0,), (0,)]
+    normalize = [True, True, True, False, True, True, True]
+    own = torch_backend.standardize(grads, axes, normalize, 1e-8)
+    some = torch_backend.max_abs(grads[:3])
+    for maxima in (torch_backend.max_abs(grads), some):
+        given = torch_backend.standardize(grads, axes, normalize, 1e-8, maxima=maxima)
+        for a, b in zip(own[0] + own[1], given[0] + given[1], strict=True):
+            assert torch.equal(a, b)
+    assert len(some) == 3  # standardize did not write into the maxima it was given
+
+
+def test_step_reuses_the_finiteness_check_maxima():
+    """One max|g| pass per step on torch's batched path: the step's norm
+    scale reuses the finiteness check's; with accumulation (the host
+    transforms the gradients) the check's maxima are not reused."""
+    from keras_sing.backend import torch as torch_backend
+
+    sizes = []
+    original = torch_backend.max_abs
+
+    def spy(grads):
+        out = original(grads)
+        sizes.append(len(out))
+        return out
+
+    torch_backend.max_abs = spy
+    try:
+        run(CONFIGS["paper"], True, steps=2)
+        live = sum(1 for s in SHAPES if np.prod(s) > 0)
+        assert sizes == [live, 0, live, 0]
+        sizes.clear()
+        run(CONFIGS["accumulation"], True, steps=2)
+        assert 0 not in sizes  # raw gradients checked; the step takes its own
+    finally:
+        torch_backend.max_abs = original

@@ -50,16 +50,29 @@ def copy_into(targets, values):
     )
 
 
-def all_finite(grads):
-    """`transforms.all_finite` batched: one `_foreach` max-norm pass.
+def max_abs(grads):
+    """`{id(g): max|g|}` for the non-empty tensors of `grads`: one
+    `_foreach` max-norm pass. `standardize` reuses these maxima for its
+    scale when given the same tensors."""
+    live = [g for g in grads if g is not None and g.numel()]
+    if not live:
+        return {}
+    norms = torch._foreach_norm(live, ord=math.inf)
+    return {id(g): n for g, n in zip(live, norms, strict=True)}
+
+
+def all_finite(grads, maxima=None):
+    """`transforms.all_finite` batched: one `_foreach` max-norm pass (none
+    given `maxima`, `max_abs(grads)`).
 
     max|g| is NaN or inf exactly when `g` holds a NaN or an infinity (no
     overflow, unlike the L2 norm); empty tensors are finite."""
-    live = [g for g in grads if g is not None and g.numel()]
-    if not live:
+    if maxima is None:
+        maxima = max_abs(grads)
+    if not maxima:
         return torch.tensor(True)
-    max_abs = torch._foreach_norm(live, ord=math.inf)
-    return torch.isfinite(torch.stack([m.float() for m in max_abs])).all()
+    stacked = torch.stack([m.float() for m in maxima.values()])
+    return torch.isfinite(stacked).all()
 
 
 def centralize(gradient, axes):
@@ -72,13 +85,14 @@ def centralize(gradient, axes):
     return gradient - (g0 + (gradient - g0).mean(dim=axes, keepdim=True))
 
 
-def standardize(grads, axes, normalize, epsilon):
+def standardize(grads, axes, normalize, epsilon, maxima=None):
     """`transforms.standardize_with_norm` for a list: `(grads, norms)`.
 
     `axes[i]` is the centralization axes of `grads[i]` (None for none);
     `normalize[i]` whether to divide it by its norm. The norms are
     `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
-    the raw gradient's max|g| (exact, no overflow, no underflow)."""
+    the raw gradient's max|g| (exact, no overflow, no underflow), taken
+    from `maxima` (`max_abs` of the same tensors) where it has them."""
     out = [
         centralize(g, a) if a else g
         for g, a in zip(grads, axes, strict=True)
@@ -89,8 +103,11 @@ def standardize(grads, axes, normalize, epsilon):
         return out, norms
     live = [out[i] for i in nonempty]
     # s = 2^floor(log2(max|G|)) ;  ||g|| = s * ||g / s||
+    maxima = dict(maxima or {})
+    missing = [grads[i] for i in nonempty if id(grads[i]) not in maxima]
+    maxima.update(max_abs(missing))
     scale, inverse = power_of_two_scale(
-        torch._foreach_norm([grads[i] for i in nonempty], ord=math.inf)
+        [maxima[id(grads[i])] for i in nonempty]
     )
     live_norms = torch._foreach_mul(
         torch._foreach_norm(torch._foreach_mul(live, inverse)), scale
@@ -169,10 +186,9 @@ def published_adam(grads, weights, m, v, v_max, step, learning_rate,
     else:
         # d <- d + eps
         torch._foreach_add_(d, epsilon)
-    # W <- W - lr / (1 - b1^t) * m / d
-    update = torch._foreach_div(m, d)
-    torch._foreach_mul_(update, learning_rate / bias_correction1)
-    torch._foreach_sub_(weights, update)
+    # W <- W - lr / (1 - b1^t) * m / d  =  W - m / (d (1 - b1^t) / lr)
+    torch._foreach_mul_(d, bias_correction1 / learning_rate)
+    torch._foreach_addcdiv_(weights, m, d, value=-1.0)
 
 
 def lookahead_seed(slow, weights):
