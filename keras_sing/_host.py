@@ -583,14 +583,15 @@ def finiteness_check(sing, grads, variables):
     a context manager to run the step in.
 
     Where the host applies the gradients as given (no accumulation,
-    clipping or loss-scale factor; not torch's batched step), SING's
-    standardization statistics (`transforms.standardization_statistics`:
-    the unit mean and the scaled norm) are computed here, ahead of the
-    step: their scaled norm tells whether a gradient holds a NaN or an
-    inf, so the check needs no pass of its own, and within `context` each
-    `update_step` uses them instead of computing them again. Elsewhere
-    the raw gradients are checked (`all_finite`) and `context` does
-    nothing."""
+    clipping or loss-scale factor), SING's standardization statistics
+    (`transforms.standardization_statistics`: the unit mean and the scaled
+    norm) are computed here, ahead of the step: their scaled norm tells
+    whether a gradient holds a NaN or an inf, so the check needs no pass
+    of its own, and within `context` each `update_step` uses them instead
+    of computing them again. On torch's batched step the check's max|g|
+    (`backend.torch.max_abs`) plays that part: the step's norm scale
+    reuses it. Elsewhere the raw gradients are checked (`all_finite`) and
+    `context` does nothing."""
     host = sing.inner_optimizer
     transformed = (
         host.gradient_accumulation_steps
@@ -609,8 +610,10 @@ def finiteness_check(sing, grads, variables):
         from keras_sing.backend import torch as torch_backend
 
         maxima = torch_backend.max_abs(_torch_tensors(grads))
-        return torch_backend.all_finite(None, maxima), _using_maxima(maxima)
-    if transformed or batched or unknown:
+        return torch_backend.all_finite(None, maxima), _for_step(
+            _MAXIMA, maxima
+        )
+    if transformed or unknown:
         return all_finite(grads), contextlib.nullcontext()
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
@@ -625,25 +628,17 @@ def finiteness_check(sing, grads, variables):
         )
     flags = [finite for _, _, finite in statistics.values()]
     finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
-    return finite, _using(statistics)
+    return finite, _for_step(_STATISTICS, statistics)
 
 
 @contextlib.contextmanager
-def _using(statistics):
-    token = _STATISTICS.set(statistics)
+def _for_step(context_variable, value):
+    """`context_variable` set to `value` for the duration of the step."""
+    token = context_variable.set(value)
     try:
         yield
     finally:
-        _STATISTICS.reset(token)
-
-
-@contextlib.contextmanager
-def _using_maxima(maxima):
-    token = _MAXIMA.set(maxima)
-    try:
-        yield
-    finally:
-        _MAXIMA.reset(token)
+        context_variable.reset(token)
 
 
 def _torch_tensors(grads):
@@ -665,11 +660,11 @@ def statistics_for(host, variable):
 def all_finite(grads):
     """A scalar boolean: no gradient holds a NaN or an infinity
     (`transforms.all_finite`, batched on torch)."""
-    values = [None if g is None else backend_lib.values_of(g) for g in grads]
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         from keras_sing.backend import torch as torch_backend
 
         return torch_backend.all_finite(_torch_tensors(grads))
+    values = [None if g is None else backend_lib.values_of(g) for g in grads]
     return transforms.all_finite(values)
 
 
