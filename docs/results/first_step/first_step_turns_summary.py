@@ -6,6 +6,7 @@ rows=[json.loads(l) for l in open(sys.argv[1])]
 for m in ("transformer","resnet50"):
     s=[r for r in rows if r["model"]==m and r["opt"]=="sing"]; a=[r for r in rows if r["model"]==m and r["opt"]=="adamw"]
     n=min(len(s),len(a)); s,a=s[:n],a[:n]
+    if not n: continue
     per=[x["first"]/y["first"] for x,y in zip(s,a)]
     pooled=sum(x["first"] for x in s)/sum(y["first"] for y in a)
     rng=random.Random(0); boots=[]
