@@ -220,7 +220,7 @@ def jnp_floor_functions(shapes, seed=0):
 
     def adamw(state, t):
         out = []
-        for (w, m, v, s), g in zip(state, grads):
+        for (w, m, v, s), g in zip(state, grads, strict=True):
             w = w * (1 - lr * wd)
             m, v = m + (g - m) * (1 - b1), v + (g * g - v) * (1 - b2)
             step = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
@@ -230,7 +230,7 @@ def jnp_floor_functions(shapes, seed=0):
     def sing(lookahead):
         def step_fn(state, t):
             out = []
-            for (w, m, v, s), g in zip(state, grads):
+            for (w, m, v, s), g in zip(state, grads, strict=True):
                 if lookahead:
                     s = jnp.where(t == 1, w, s)
                 if g.ndim > 1:

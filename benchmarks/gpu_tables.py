@@ -54,7 +54,7 @@ def markdown(payload):
 def merge(paths):
     payloads = [json.loads(pathlib.Path(p).read_text()) for p in paths]
     first = payloads[0]
-    for p, other in zip(paths, payloads):
+    for p, other in zip(paths, payloads, strict=True):
         for key in ("backend", "device", "dry_run"):
             if other.get(key) != first.get(key):
                 sys.exit(f"gpu_tables: {p} has {key}={other.get(key)!r}, {paths[0]} has {first.get(key)!r}: not one campaign")

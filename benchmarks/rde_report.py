@@ -555,7 +555,7 @@ def plot_lr_sensitivity(s, path):
                 label=f"{rde_study.CONFIGS[name].label} (mean over seeds)")
         ax.fill_between(lrs, [100 * r["min"] for r in rows], [100 * r["max"] for r in rows],
                         color=colour, alpha=0.2)
-        bad = [(lr, r) for lr, r in zip(lrs, rows) if r["diverged"]]
+        bad = [(lr, r) for lr, r in zip(lrs, rows, strict=True) if r["diverged"]]
         if bad:
             ax.scatter([b[0] for b in bad], [100 * b[1]["mean"] for b in bad], marker="x", s=80,
                        color="red", zorder=3, label="a seed diverged" if name == "adamw" else None)
@@ -576,12 +576,12 @@ def plot_loss_curves(s, path):
     spikes marked with red triangles, divergence with a black cross."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, name in zip(axes, ("adamw", "sing")):
+    for ax, name in zip(axes, ("adamw", "sing"), strict=True):
         c = s.get(name)
         ax.set_title(rde_study.CONFIGS[name].label + ("" if c else ": not run"))
         if not c:
             continue
-        for (lr, wd), v in sorted(c["settings"].items()):
+        for (lr, _wd), v in sorted(c["settings"].items()):
             run = max(v["runs"], key=lambda r: (r["results"]["diverged"], r["results"]["spike_count"], -r["seed"]))
             loss = np.array([np.nan if x is None else x for x in run["results"]["step_loss"]], dtype=float)
             line, = ax.plot(loss, linewidth=0.8, label=f"lr {lr:g} (seed {run['seed']})")

@@ -489,7 +489,7 @@ def scale_settings(args):
         "scale": args.scale,
         "loss": args.loss,
         "size": size,
-        "vit_shape": dict(zip(("num_layers", "num_heads", "hidden_dim", "mlp_dim"), SIZES[size])),
+        "vit_shape": dict(zip(("num_layers", "num_heads", "hidden_dim", "mlp_dim"), SIZES[size], strict=True)),
         "image_size": s["image_size"],
         "patch_size": s["patch_size"],
         "num_rectangles": s["num_rectangles"],
@@ -985,9 +985,9 @@ def parse_args(argv=None):
 
 
 def print_plan(runs, statuses, args, out, per_run, source):
-    todo = [r for r, s in zip(runs, statuses) if s == "todo"]
+    todo = [r for r, s in zip(runs, statuses, strict=True) if s == "todo"]
     print(f"scale {args.scale}: {len(runs)} planned runs in {out}")
-    for r, s in zip(runs, statuses):
+    for r, s in zip(runs, statuses, strict=True):
         print(f"  [{s:8}] {r.config:16} lr {r.learning_rate:<8g} wd {r.weight_decay:<7g} seed {r.seed}")
     extend = args.extend if args.extend is not None else SCALES[args.scale]["extend"]
     print(f"done {statuses.count('done')}, to run {len(todo)}, conflicts {statuses.count('conflict')}")
@@ -1006,8 +1006,8 @@ def main(argv=None):
     statuses = [run_status(r, args, out) for r in runs]
     per_run, source = estimated_seconds(args, out)
     print_plan(runs, statuses, args, out, per_run, source)
-    summary = {"planned": [r.filename for r in runs], "todo": [r.filename for r, s in zip(runs, statuses) if s == "todo"], "ran": [], "skipped": [], "conflicts": [], "stopped_early": False, "out": str(out)}
-    for r, s in zip(runs, statuses):
+    summary = {"planned": [r.filename for r in runs], "todo": [r.filename for r, s in zip(runs, statuses, strict=True) if s == "todo"], "ran": [], "skipped": [], "conflicts": [], "stopped_early": False, "out": str(out)}
+    for r, s in zip(runs, statuses, strict=True):
         if s == "conflict":
             summary["conflicts"].append(r.filename)
             print(f"conflict: {out / r.filename} holds other settings ({', '.join(differing_settings(r, args, out))}); --overwrite to rerun")

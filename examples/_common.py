@@ -149,11 +149,11 @@ def print_table(results, metric_key):
     cols = ["optimizer", "learning_rate", "weight_decay", "final_train_loss", f"final_val_{metric_key}", f"best_val_{metric_key}", "loss_spikes", "train_seconds"]
     widths = [max(len(c), 12) for c in cols]
     print()
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in results:
         cells = []
-        for c, w in zip(cols, widths):
+        for c, w in zip(cols, widths, strict=True):
             v = r[c]
             cells.append((f"{v:.4g}" if isinstance(v, float) else str(v)).ljust(w))
         print(" | ".join(cells))

@@ -41,7 +41,9 @@ from _common import print_table
 from _common import resolve
 from _common import write_outputs
 
-import keras  # noqa: I001  (after _common, which sets the backend)
+# keras after _common, which sets the backend
+# isort: split
+import keras
 import keras_hub
 import numpy as np
 

@@ -22,7 +22,9 @@ from _common import compile_and_fit
 from _common import print_table
 from _common import write_outputs
 
-import keras  # noqa: I001  (after _common, which sets the backend)
+# keras after _common, which sets the backend
+# isort: split
+import keras
 import numpy as np
 
 DEPTHS = {

@@ -91,7 +91,7 @@ def test_apply_matches_golden(golden, case):
     for s in range(meta["steps"]):
         opt.learning_rate = float(lrs[s])
         opt.apply([grads[n][s].astype("float32") for n in names], variables)
-        for n, v in zip(names, variables):
+        for n, v in zip(names, variables, strict=True):
             assert_close(v, after[n][s], rtol=1e-5)
 
 
@@ -185,6 +185,6 @@ def test_stateless_apply_jit_matches_golden(golden, case):
     for s in range(meta["steps"]):
         g = [jax.numpy.asarray(grads[n][s], dtype="float32") for n in names]
         train_vars, opt_vars = step(opt_vars, g, train_vars)
-        for n, value in zip(names, train_vars):
+        for n, value in zip(names, train_vars, strict=True):
             assert_close(value, after[n][s], rtol=1e-5)
     assert step._cache_size() == 1  # the learning-rate change did not retrace

@@ -67,9 +67,9 @@ def test_fit_learns_on_every_backend(jit_compile):
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
-    for a, b in zip(weights(model), before):
+    for a, _ in zip(weights(model), before, strict=True):
         assert np.all(np.isfinite(a))
-    assert any(not np.array_equal(a, b) for a, b in zip(weights(model), before))
+    assert any(not np.array_equal(a, b) for a, b in zip(weights(model), before, strict=True))
     evaluated = model.evaluate(x, y, verbose=0)
     assert np.isfinite(evaluated)
 
@@ -131,10 +131,10 @@ def test_save_load_resume_continues_exactly(tmp_path):
     resumed = keras.models.load_model(path)
     assert isinstance(resumed.optimizer, keras_sing.SING)
     assert resumed.optimizer.get_config() == first.optimizer.get_config()
-    for a, b in zip(resumed.optimizer.variables, first.optimizer.variables):
+    for a, b in zip(resumed.optimizer.variables, first.optimizer.variables, strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     train_steps(resumed, x, y, 3, 8)
-    for a, b in zip(weights(resumed), weights(straight)):
+    for a, b in zip(weights(resumed), weights(straight), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert int(to_numpy(resumed.optimizer.iterations)) == 8
 
@@ -158,7 +158,7 @@ def test_mixed_precision(policy):
         assert np.all(np.isfinite(history.history["loss"]))
         after = weights(model)
         assert all(np.all(np.isfinite(w)) for w in after)
-        assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+        assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True))
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -208,7 +208,7 @@ def test_custom_loop_with_apply_gradients():
     losses = []
     for _ in range(6):
         g = grads(x, y)
-        opt.apply_gradients(zip(g, model.trainable_variables))
+        opt.apply_gradients(zip(g, model.trainable_variables, strict=True))
         losses.append(float(to_numpy(loss_fn(y, model(x)))))
     assert int(to_numpy(opt.iterations)) == 6
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]

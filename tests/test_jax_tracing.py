@@ -67,7 +67,7 @@ def test_traced_once_per_signature_under_jit():
     out = many(xs)
     # one trace per (shape, factor): (4, 3), (3,), (2, 3, 3, 4), then factor 3
     assert traces == [(4, 3), (3,), (2, 3, 3, 4), (4, 3)]
-    for x, y in zip(xs, out):
+    for x, y in zip(xs, out, strict=True):
         np.testing.assert_array_equal(np.asarray(y), 2 * x)
     np.testing.assert_array_equal(np.asarray(out[-1]), 3 * xs[0])
 
@@ -192,5 +192,5 @@ def test_same_values_as_the_generic_path(monkeypatch, settings):
     )
     inline = run()
     assert len(nested) == len(inline)
-    for a, b in zip(nested, inline):
+    for a, b in zip(nested, inline, strict=True):
         np.testing.assert_array_equal(a, b)

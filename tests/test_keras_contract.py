@@ -263,7 +263,7 @@ class OptimizerTest(testing.TestCase):
         x = backend.Variable([[1.0, 2.0], [3.0, 4.0]])
         optimizer_1 = sing(optimizers.Adam())
         grads = backend.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]])
-        optimizer_1.apply_gradients(zip([grads], [x]))
+        optimizer_1.apply_gradients(zip([grads], [x], strict=True))
         optimizer_2 = sing(optimizers.Adam())
         with self.assertRaisesRegex(ValueError, "You are calling*"):
             optimizer_2.set_weights(optimizer_1.variables)
@@ -441,7 +441,7 @@ class OptimizerTest(testing.TestCase):
         variable3 = backend.Variable([[0.9], [0.5]])
 
         # 2 epochs instead of Keras's 8, for time (eager steps are slow).
-        for epoch in range(2):
+        for _epoch in range(2):
             grads3 = np.random.random([3, 2, 1]).astype("float32")
 
             grads1 = backend.convert_to_tensor(grads3.mean(axis=0))
@@ -535,7 +535,7 @@ class SGDTest(testing.TestCase):
         grads = ops.array([1.0, 6.0, 7.0, 2.0])
         vars = backend.Variable([1.0, 2.0, 3.0, 4.0])
         optimizer.build([vars])
-        optimizer.apply_gradients(zip([grads], [vars]))
+        optimizer.apply_gradients(zip([grads], [vars], strict=True))
         self.assertAllClose(vars, [0.5, -1.0, -0.5, 3.0], rtol=1e-4, atol=1e-4)
         # SING in identity config may keep variables of its own (after the
         # host's); the host's come first, as Keras's.
@@ -550,15 +550,15 @@ class SGDTest(testing.TestCase):
             backend.Variable(2.0),
         )
         optimizer_1 = sing(optimizers.SGD(learning_rate=1.0, weight_decay=0.004))
-        optimizer_1.apply_gradients(zip([grads], [var1]))
+        optimizer_1.apply_gradients(zip([grads], [var1], strict=True))
 
         optimizer_2 = sing(optimizers.SGD(learning_rate=1.0, weight_decay=0.004))
         optimizer_2.exclude_from_weight_decay(var_names=["exclude"])
-        optimizer_2.apply_gradients(zip([grads, grads], [var1, var2]))
+        optimizer_2.apply_gradients(zip([grads, grads], [var1, var2], strict=True))
 
         optimizer_3 = sing(optimizers.SGD(learning_rate=1.0, weight_decay=0.004))
         optimizer_3.exclude_from_weight_decay(var_list=[var3])
-        optimizer_3.apply_gradients(zip([grads, grads], [var1, var3]))
+        optimizer_3.apply_gradients(zip([grads, grads], [var1, var3], strict=True))
 
         self.assertAlmostEqual(np_(var1), 1.9760959, decimal=6)
         self.assertAlmostEqual(np_(var2), 2.0, decimal=6)
@@ -583,10 +583,10 @@ class SGDTest(testing.TestCase):
         )
         # fmt: on
 
-        optimizer.apply_gradients(zip([first_grads], [x]))
+        optimizer.apply_gradients(zip([first_grads], [x], strict=True))
         for i in range(5):
             self.assertAllClose(x, golden[i], rtol=5e-4, atol=5e-4)
-            optimizer.apply_gradients(zip([grads], [x]))
+            optimizer.apply_gradients(zip([grads], [x], strict=True))
 
 
 class RMSpropTest(testing.TestCase):
@@ -606,7 +606,7 @@ class RMSpropTest(testing.TestCase):
         optimizer = sing(optimizers.RMSprop(learning_rate=0.5))
         grads = ops.array([1.0, 6.0, 7.0, 2.0])
         vars = backend.Variable([1.0, 2.0, 3.0, 4.0])
-        optimizer.apply_gradients(zip([grads], [vars]))
+        optimizer.apply_gradients(zip([grads], [vars], strict=True))
         self.assertAllClose(
             vars, [-0.5811, 0.4189, 1.4189, 2.4189], rtol=1e-4, atol=1e-4
         )
@@ -621,19 +621,19 @@ class RMSpropTest(testing.TestCase):
         optimizer_1 = sing(
             optimizers.RMSprop(learning_rate=1.0, weight_decay=0.004)
         )
-        optimizer_1.apply_gradients(zip([grads], [var1]))
+        optimizer_1.apply_gradients(zip([grads], [var1], strict=True))
 
         optimizer_2 = sing(
             optimizers.RMSprop(learning_rate=1.0, weight_decay=0.004)
         )
         optimizer_2.exclude_from_weight_decay(var_names=["exclude"])
-        optimizer_2.apply_gradients(zip([grads, grads], [var1, var2]))
+        optimizer_2.apply_gradients(zip([grads, grads], [var1, var2], strict=True))
 
         optimizer_3 = sing(
             optimizers.RMSprop(learning_rate=1.0, weight_decay=0.004)
         )
         optimizer_3.exclude_from_weight_decay(var_list=[var3])
-        optimizer_3.apply_gradients(zip([grads, grads], [var1, var3]))
+        optimizer_3.apply_gradients(zip([grads, grads], [var1, var3], strict=True))
 
         self.assertAlmostEqual(np_(var1), 1.9760959, decimal=6)
         self.assertAlmostEqual(np_(var2), 2.0, decimal=6)
@@ -650,10 +650,10 @@ class RMSpropTest(testing.TestCase):
             [[0.9967], [0.9933], [0.9908], [0.9885], [0.9864]], (1, 10)
         )
 
-        optimizer.apply_gradients(zip([first_grads], [x]))
+        optimizer.apply_gradients(zip([first_grads], [x], strict=True))
         for i in range(5):
             self.assertAllClose(x, golden[i], rtol=5e-4, atol=5e-4)
-            optimizer.apply_gradients(zip([grads], [x]))
+            optimizer.apply_gradients(zip([grads], [x], strict=True))
 
     # Keras's test_clip_norm / test_clip_value call the private
     # `optimizer._clip_gradients`; here a step with the clipping host must
@@ -788,7 +788,7 @@ class LossScaleOptimizerTest(testing.TestCase):
                 _, opt_var_values = optimizer.stateless_apply(
                     opt_var_values, grads, [v.value for v in vars]
                 )
-                for ref_v, v in zip(optimizer.variables, opt_var_values):
+                for ref_v, v in zip(optimizer.variables, opt_var_values, strict=True):
                     ref_v.assign(v)
             else:
                 optimizer.apply(grads, vars)
@@ -839,7 +839,7 @@ class LossScaleOptimizerTest(testing.TestCase):
                 _, opt_var_values = optimizer.stateless_apply(
                     opt_var_values, grads, [v.value for v in vars]
                 )
-                for ref_v, v in zip(optimizer.variables, opt_var_values):
+                for ref_v, v in zip(optimizer.variables, opt_var_values, strict=True):
                     ref_v.assign(v)
             else:
                 optimizer.apply(grads, vars)
@@ -1009,12 +1009,12 @@ class OptimizerSparseTest(testing.TestCase):
     def test_sparse_gradients(
         self,
         optimizer_class,
-        init_kwargs={},
+        init_kwargs=None,
         expect_model_sparse_variable_updates=False,
         expect_optimizer_sparse_variable_updates=False,
     ):
         model_variable = backend.Variable(initializer="ones", shape=(5, 10))
-        optimizer = optimizer_class(**init_kwargs)
+        optimizer = optimizer_class(**(init_kwargs or {}))
 
         if backend.backend() == "tensorflow":
             import tensorflow as tf
@@ -1102,8 +1102,9 @@ class OptimizerSparseTest(testing.TestCase):
 
     @parameterized.named_parameters(SPARSE_TEST_CASES)
     def test_sparse_correctness(
-        self, optimizer_class, init_kwargs={}, **kwargs
+        self, optimizer_class, init_kwargs=None, **kwargs
     ):
+        init_kwargs = init_kwargs or {}
         optimizer_sparse = optimizer_class(**init_kwargs)
         optimizer_dense = optimizer_class(**init_kwargs)
         var_sparse = backend.Variable(initializer="ones", shape=(5, 3, 2))
@@ -1211,7 +1212,7 @@ class TrainerTest(testing.TestCase):
             results.append((history["loss"], model.get_weights()))
         (host_loss, host_weights), (sing_loss, sing_weights) = results
         self.assertAllClose(sing_loss, host_loss, rtol=1e-6, atol=1e-6)
-        for a, b in zip(sing_weights, host_weights):
+        for a, b in zip(sing_weights, host_weights, strict=True):
             self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
 
     def test_adds_loss_scaling_optimizer(self):
@@ -1323,7 +1324,7 @@ def test_set_weights_sets_the_host_state():
         opt1.apply_gradients([(_grad([[1.0, -2.0], [0.5, 3.0]]), w1)])
     weights = [np_(v) for v in opt1.variables]
     if hasattr(opt1, "get_weights"):  # Keras's optimizers have none
-        for a, b in zip(opt1.get_weights(), weights):
+        for a, b in zip(opt1.get_weights(), weights, strict=True):
             np.testing.assert_allclose(np_(a), b)
 
     w2 = _variable(np_(w1))
@@ -1331,7 +1332,7 @@ def test_set_weights_sets_the_host_state():
     opt2.build([w2])
     assert len(opt2.variables) == len(weights)
     opt2.set_weights(weights)
-    for a, b in zip(opt2.variables, weights):
+    for a, b in zip(opt2.variables, weights, strict=True):
         np.testing.assert_allclose(np_(a), b)
     host1, host2 = opt1.inner_optimizer, opt2.inner_optimizer
     assert int(np_(host2.iterations)) == 3
@@ -1570,7 +1571,7 @@ def test_weight_decay_mode_host_decays_like_the_host(host_class):
     for _ in range(3):
         opt.apply([_grad(g) for g in grads], vs_sing)
         host.apply([_grad(g) for g in grads], vs_host)
-    for a, b in zip(vs_sing, vs_host):
+    for a, b in zip(vs_sing, vs_host, strict=True):
         np.testing.assert_allclose(np_(a), np_(b), rtol=1e-6)
 
     # and the mode survives serialization

@@ -333,7 +333,7 @@ def sing_vs_oracle(build, x, y, expected=None, jit_compile=JIT):
     init = ref.get_weights()
     w0 = _values(ref.trainable_variables)
     _fit_one_step(ref, keras.optimizers.SGD(LR), x, y, jit_compile)
-    grads = [(a - b) / LR for a, b in zip(w0, _values(ref.trainable_variables))]
+    grads = [(a - b) / LR for a, b in zip(w0, _values(ref.trainable_variables), strict=True)]
 
     model = build()
     model.set_weights(init)
@@ -345,9 +345,9 @@ def sing_vs_oracle(build, x, y, expected=None, jit_compile=JIT):
         model, make_sing(keras.optimizers.SGD(LR), twins), x, y, jit_compile
     )
     w1 = _values(model.trainable_variables)
-    steps = [(a - b) / LR for a, b in zip(w0, w1)]
+    steps = [(a - b) / LR for a, b in zip(w0, w1, strict=True)]
     problems = []
-    for v, g, step in zip(model.trainable_variables, grads, steps):
+    for v, g, step in zip(model.trainable_variables, grads, steps, strict=True):
         _, twin = twins[id(v)]
         assert np.any(g != 0), f"{v.path}: no gradient reached it"
         want = oracle(g, twin)
@@ -833,9 +833,9 @@ def _custom_loop(opt, model, seed=5):
     grads = [rng.standard_normal(v.shape).astype("float32") for v in variables]
     w0 = _values(variables)
     opt.apply_gradients(
-        zip([keras.ops.convert_to_tensor(g) for g in grads], variables)
+        zip([keras.ops.convert_to_tensor(g) for g in grads], variables, strict=True)
     )
-    steps = [(a - b) / LR for a, b in zip(w0, _values(variables))]
+    steps = [(a - b) / LR for a, b in zip(w0, _values(variables), strict=True)]
     return grads, steps
 
 
@@ -848,7 +848,7 @@ def test_custom_loop_with_fan_in_axes_is_exact():
         centralize_axes=keras_sing.fan_in_axes(model),
     )
     grads, steps = _custom_loop(opt, model)
-    for v, g, step in zip(model.trainable_variables, grads, steps):
+    for v, g, step in zip(model.trainable_variables, grads, steps, strict=True):
         want = oracle(g, twins[id(v)][1])
         np.testing.assert_allclose(
             step, want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)),

@@ -23,7 +23,7 @@ def slow_labels(rectangles, image_size):
         by0, bx0, by1, bx1 = rectangles[b]
         return max(ay0, by0) < min(ay1, by1) and max(ax0, bx0) < min(ax1, bx1)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def depth(r):
         below = [depth(q) for q in range(r) if q in visible and overlaps(r, q)]
         return 1 + max(below, default=0)

@@ -41,7 +41,7 @@ def test_smoke_writes_one_complete_json_per_run(smoke):
     runs = payloads(out)
     assert sorted(runs) == sorted(summary["ran"]) == sorted(summary["planned"])
     assert sorted(runs) == ["adamw_lr0.001_wd0.05_seed0.json", "sing_lr0.01_wd0.005_seed0.json"]
-    for name, run in runs.items():
+    for run in runs.values():
         s, res, env = run["settings"], run["results"], run["environment"]
         assert run["schema"] == rde_study.SCHEMA and run["seed"] == s["seed"] == 0
         assert s["config"] in ("adamw", "sing") and s["scale"] == "smoke" and s["loss"] == "mse"

@@ -41,7 +41,7 @@ def test_nonfinite_step_is_skipped_whole(bad):
     _, expected = run(grads)
     assert int(to_numpy(opt.skipped_steps)) == 1
     assert int(to_numpy(opt.iterations)) == 6
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert np.all(np.isfinite(a))
         np.testing.assert_array_equal(a, b)
     for v in opt.variables:
@@ -105,7 +105,7 @@ def test_fit_stops_with_on_nonfinite_raise_and_weights_stay_clean():
         return
     first_two = model_and_optimizer()
     first_two.fit(x[:16], y[:16], batch_size=8, shuffle=False, epochs=1, verbose=0)
-    for a, b in zip(model.weights, first_two.weights):
+    for a, b in zip(model.weights, first_two.weights, strict=True):
         assert np.all(np.isfinite(to_numpy(a)))
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
 
@@ -174,7 +174,7 @@ def test_jitted_step_skips_nonfinite_whatever_the_path(bad, config):
     new_weights, new_state = step(state, [good[0], tensor(bad_bias)], weights)
     skipped = _index_of(opt.variables, opt._skipped_steps)
     unchanged = [i for i in range(len(state)) if i != skipped]
-    for a, b in zip(new_weights + [new_state[i] for i in unchanged], weights + [state[i] for i in unchanged]):
+    for a, b in zip(new_weights + [new_state[i] for i in unchanged], weights + [state[i] for i in unchanged], strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     assert int(to_numpy(new_state[skipped])) == int(to_numpy(state[skipped])) + 1
     if huge:  # and a finite step with them still applies
@@ -241,7 +241,7 @@ def _trajectory(make_opt, steps, jitted, seed=0):
 def test_jax_jitted_stateless_step_equals_eager_apply(make_opt):
     jitted = _trajectory(make_opt, steps=7, jitted=True)
     eager = _trajectory(make_opt, steps=7, jitted=False)
-    for a, b in zip(jitted, eager):
+    for a, b in zip(jitted, eager, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -294,7 +294,7 @@ def test_fit_with_a_nan_batch_equals_fit_without_it(jit_compile):
     bad = fit(x_bad, y)
     clean = fit(x[keep], y[keep])
     assert int(to_numpy(bad.optimizer.skipped_steps)) == 1
-    for a, b in zip(bad.weights, clean.weights):
+    for a, b in zip(bad.weights, clean.weights, strict=True):
         assert np.all(np.isfinite(to_numpy(a)))
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-7)
     # and it keeps training afterwards
@@ -311,7 +311,7 @@ def test_composes_with_loss_scale_optimizer():
         if BACKEND == "jax":  # LSO's stateful apply is not supported on JAX
             new_v, new_opt = lso.stateless_apply([x.value for x in lso.variables], [grad], [v.value])
             v.assign(new_v[0])
-            for var, value in zip(lso.variables, new_opt):
+            for var, value in zip(lso.variables, new_opt, strict=True):
                 var.assign(value)
         else:
             lso.apply([grad], [v])
@@ -385,8 +385,8 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
 def assert_bit_identical(model, other):
     """Weights and every optimizer variable (host slots, LookAhead, counters,
     accumulators) equal bit for bit."""
-    pairs = list(zip(model.weights, other.weights))
-    pairs += list(zip(model.optimizer.variables, other.optimizer.variables))
+    pairs = list(zip(model.weights, other.weights, strict=True))
+    pairs += list(zip(model.optimizer.variables, other.optimizer.variables, strict=True))
     assert len(model.optimizer.variables) == len(other.optimizer.variables)
     for a, b in pairs:
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)

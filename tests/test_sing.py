@@ -83,7 +83,7 @@ def test_everything_off_is_the_host_alone():
     ]:
         plain = run(make(), init, grads)
         wrapped = run(keras_sing.SING(make(), epsilon=1e-7, **off), init, grads)
-        for a, b in zip(wrapped, plain):
+        for a, b in zip(wrapped, plain, strict=True):
             if isinstance(make(), keras.optimizers.SGD):
                 # Exact up to the order of float32 operations (the fused
                 # torch SGD and the per-variable one round differently).
@@ -125,7 +125,7 @@ def test_other_hosts_see_standardized_gradients(make_host):
                 merged = 0.5 * to_numpy(v) + 0.5 * slow[i]
                 v.assign(merged.astype("float32"))
                 slow[i] = merged
-    for a, v in zip(got, variables):
+    for a, v in zip(got, variables, strict=True):
         assert_close(a, to_numpy(v), rtol=1e-5)
 
 
@@ -149,7 +149,7 @@ def test_lookahead_steps_one_alpha_one_is_no_lookahead():
     init, grads = random_problem()
     a = run(keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=1, lookahead_alpha=1.0), init, grads)
     b = run(keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead=False), init, grads)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
@@ -188,7 +188,7 @@ def test_loss_scale_invariance_of_the_step():
     for c in [1e-6, 1e-3, 1e3, 1e6]:
         scaled = [[g * c for g in step] for step in grads]
         out = run(keras_sing.SING(keras.optimizers.AdamW(1e-2, weight_decay=0.01)), init, scaled)
-        for a, b in zip(out, base):
+        for a, b in zip(out, base, strict=True):
             assert_close(a, b, rtol=5e-5)
 
 
@@ -197,7 +197,7 @@ def test_zero_gradient_gives_no_move_and_no_nan(softplus):
     init = [np.random.standard_normal(s) for s in [(4, 3), (3,), ()]]
     zeros = [[np.zeros_like(a) for a in init]] * 3
     out = run(keras_sing.SING(keras.optimizers.AdamW(1e-1, weight_decay=0.0), softplus=softplus), init, zeros)
-    for a, b in zip(out, init):
+    for a, b in zip(out, init, strict=True):
         assert np.all(np.isfinite(a))
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
@@ -296,7 +296,7 @@ def test_fan_in_axes_reads_einsum_and_embedding_layers():
     rules = keras_sing.fan_in_axes(model)
     opt = keras_sing.SING(keras.optimizers.SGD(), centralize_axes=rules)
     opt.build(model.trainable_variables)
-    axes = {v.path: plan[1] for v, plan in zip(model.trainable_variables, opt._plans)}
+    axes = {v.path: plan[1] for v, plan in zip(model.trainable_variables, opt._plans, strict=True)}
     assert axes["emb/embeddings"] == (1,)
     assert axes["mha/query/kernel"] == (0,)  # "abc,cde->abde": (dim, heads, head_dim)
     assert axes["mha/key/kernel"] == (0,)
@@ -321,8 +321,8 @@ def test_gradient_accumulation_standardizes_the_mean_gradient_once():
     init, grads = random_problem(steps=8)
     acc = keras_sing.SING(keras.optimizers.AdamW(1e-2, gradient_accumulation_steps=2), lookahead_steps=2)
     got = run(acc, init, grads)
-    means = [[(a + b) / 2 for a, b in zip(grads[i], grads[i + 1])] for i in range(0, 8, 2)]
+    means = [[(a + b) / 2 for a, b in zip(grads[i], grads[i + 1], strict=True)] for i in range(0, 8, 2)]
     expected = run(keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2), init, means)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert_close(a, b, rtol=1e-5)
     assert int(to_numpy(acc.iterations)) == 4

@@ -189,14 +189,14 @@ class VariablesRunner(Runner):
         return [np.array(to_numpy(v)) for v in self.all_variables()]
 
     def set_values(self, values):
-        for v, x in zip(self.all_variables(), values):
+        for v, x in zip(self.all_variables(), values, strict=True):
             v.assign(x)
 
 
 class EagerRunner(VariablesRunner):
     def step(self, grads):
         grads = [keras.ops.convert_to_tensor(g) for g in grads]
-        self.opt.apply_gradients(zip(grads, self.weights))
+        self.opt.apply_gradients(zip(grads, self.weights, strict=True))
 
 
 class TfXlaRunner(VariablesRunner):
@@ -206,7 +206,7 @@ class TfXlaRunner(VariablesRunner):
         super().build()
 
         def apply(grads):
-            self.opt.apply_gradients(zip(grads, self.weights))
+            self.opt.apply_gradients(zip(grads, self.weights, strict=True))
 
         self.fn = tf.function(apply, jit_compile=True)
 
@@ -292,7 +292,7 @@ def differences(runner, before, after):
     own failures."""
     allowed = {runner.skipped_index, *runner.lso_indices.values()}
     changed = []
-    for i, (a, b) in enumerate(zip(before, after)):
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
         if i in allowed:
             continue
         try:
@@ -320,7 +320,7 @@ def differences(runner, before, after):
 
 
 def nonfinite(runner, values):
-    return [n for n, x in zip(runner.names, values) if not np.all(np.isfinite(x))]
+    return [n for n, x in zip(runner.names, values, strict=True) if not np.all(np.isfinite(x))]
 
 
 def check_bad_step(runner, lookahead, kind, bad_micro):
@@ -452,7 +452,7 @@ class FitRunner(Runner):
         n = self.micro + len(plan)
         x = rng.standard_normal((n * BATCH, 4)).astype("float32")
         y = rng.standard_normal((n * BATCH, 4)).astype("float32")
-        for b, kind in zip(bad_batches, kinds):
+        for b, kind in zip(bad_batches, kinds, strict=True):
             y[b * BATCH + 1, 2] = KINDS[kind]
         wanted = {i for b in bad_batches for i in (b - 1, b, b + 1)}
         seen = {}
@@ -469,7 +469,7 @@ class FitRunner(Runner):
             callbacks=[Record()],
         )
         failures = []
-        for b, (_, (lookahead, kind)) in zip(bad_batches, plan):
+        for b, (_, (lookahead, kind)) in zip(bad_batches, plan, strict=True):
             failures += [
                 f"{lookahead}/{kind} (batch {b}): changed {d}"
                 for d in differences(self, seen[b - 1], seen[b])

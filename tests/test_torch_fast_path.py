@@ -22,7 +22,7 @@ def run(make_opt, fast, steps=7, scale=1.0, zero_at=None, seed=0):
     if zero_at is not None:
         grads[zero_at] = [np.zeros(s, "float32") for s in SHAPES]
     names = ["kernel", "conv", "bias", "scalar", "column", "empty", "embeddings"]
-    variables = [keras.Variable(a, name=n) for a, n in zip(init, names)]
+    variables = [keras.Variable(a, name=n) for a, n in zip(init, names, strict=True)]
     opt = make_opt()
     _host.TORCH_FAST_PATH = fast
     try:
@@ -57,7 +57,7 @@ def test_fast_path_matches_generic_path(name, scale, zero_at):
         assert np.all(np.isfinite(a))
     # (Adam's second moment overflows float32 when excluded or unnormalized
     # gradients of 1e25 are squared: both paths then hold the same inf.)
-    for a, b in zip(fast_w + fast_state, slow_w + slow_state):
+    for a, b in zip(fast_w + fast_state, slow_w + slow_state, strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6 * max(1.0, float(np.max(np.abs(b), initial=0))))
 
 
@@ -99,7 +99,6 @@ def test_batched_finite_check_matches_generic(case):
 
     from keras_sing import _host
     from keras_sing import transforms
-    from keras_sing.backend import torch as torch_backend
 
     if case == "numpy":
         grads = case = [np.ones((2, 2), "float32"), np.array([np.nan], "float32")]

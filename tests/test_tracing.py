@@ -82,7 +82,7 @@ def test_built_in_a_trace_equals_built_eagerly():
     traced_steps(traced, traced_vars, 4)
 
     assert [v.path for v in traced.variables] == [v.path for v in eager.variables]
-    for a, b in zip(traced.variables + traced_vars, eager.variables + eager_vars):
+    for a, b in zip(traced.variables + traced_vars, eager.variables + eager_vars, strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 

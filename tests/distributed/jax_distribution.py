@@ -53,7 +53,7 @@ def max_rel(a, b):
     """Largest difference relative to each variable's scale (1 for all-zero
     variables, e.g. freshly initialized biases)."""
     return max(
-        float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) or 1.0)) for x, y in zip(a, b)
+        float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) or 1.0)) for x, y in zip(a, b, strict=True)
     )
 
 

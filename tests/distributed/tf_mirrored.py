@@ -73,7 +73,7 @@ def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None, err
 
 
 def max_rel(a, b):
-    return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y))) for x, y in zip(a, b))
+    return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y))) for x, y in zip(a, b, strict=True))
 
 
 def main():
