@@ -6,19 +6,11 @@
 #   KW="{'lookahead': False}" KERAS_BACKEND=jax python docs/results/core_v2_steady/compile_pass_profile.py sing
 import os, sys, time, glob, collections
 os.environ.setdefault("KERAS_BACKEND", "jax")
-root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
-sys.path.insert(0, os.path.join(root, "benchmarks")); sys.path.insert(0, os.environ.get("CODE", root))
-import warnings; warnings.filterwarnings("ignore")
-import jax, keras, first_step, keras_sing
-model = first_step.build_model("transformer")
-tv = model.trainable_variables
-host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
-opt = host if sys.argv[1] == "adamw" else keras_sing.SING(host, **eval(os.environ.get("KW", "{}")))
-opt.build(tv)
-ov = [v.value for v in opt.variables]; tvals = [v.value for v in tv]
-grads = [keras.ops.zeros(v.shape) for v in tv]
-f = jax.jit(lambda t, o, g: opt.stateless_apply(o, g, t), donate_argnums=(0, 1))
-lo = f.trace(tvals, ov, grads).lower()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe_setup
+import jax
+new_jit, args = probe_setup.optimizer_step("transformer", sys.argv[1], eval(os.environ.get("KW", "{}")))
+lo = new_jit().trace(*args).lower()
 import tempfile; d = tempfile.mkdtemp()
 with jax.profiler.trace(d):
     t0 = time.perf_counter(); co = lo.compile(); total = time.perf_counter() - t0

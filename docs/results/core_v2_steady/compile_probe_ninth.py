@@ -7,23 +7,13 @@
 #   KW="{'lookahead': False}" KERAS_BACKEND=jax python docs/results/core_v2_steady/compile_probe_ninth.py transformer sing 2
 import os, sys, time, re
 os.environ.setdefault("KERAS_BACKEND", "jax")
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(here, "..", "..", "..", "benchmarks"))
-sys.path.insert(0, os.environ.get("CODE", os.path.join(here, "..", "..", "..")))
-import warnings; warnings.filterwarnings("ignore")
-import jax, keras, first_step, keras_sing
-model = first_step.build_model(sys.argv[1])
-tv = model.trainable_variables
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe_setup
 name = sys.argv[2]; n = int(sys.argv[3])
-host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
-opt = host if name == "adamw" else keras_sing.SING(host, **eval(os.environ.get("KW", "{}")))
-opt.build(tv)
-ov = [v.value for v in opt.variables]; tvals = [v.value for v in tv]
-grads = [keras.ops.zeros(v.shape) for v in tv]
+new_jit, args = probe_setup.optimizer_step(sys.argv[1], name, eval(os.environ.get("KW", "{}")))
 walls, cpus = [], []
 for i in range(n):
-    f = jax.jit(lambda t, o, g: opt.stateless_apply(o, g, t), donate_argnums=(0, 1))
-    lo = f.trace(tvals, ov, grads).lower()
+    lo = new_jit().trace(*args).lower()
     c0 = time.process_time(); t0 = time.perf_counter(); co = lo.compile()
     walls.append(time.perf_counter() - t0); cpus.append(time.process_time() - c0)
 txt = co.as_text()
