@@ -97,7 +97,12 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
         centralize(g, a) if a else g
         for g, a in zip(grads, axes, strict=True)
     ]
-    norms = [torch.zeros((), dtype=g.dtype, device=g.device) for g in out]
+    # ||g|| = 0 for an empty g; every other norm is computed below (no
+    # zeros launched for them: on a GPU each would be a kernel)
+    norms = [
+        None if g.numel() else torch.zeros((), dtype=g.dtype, device=g.device)
+        for g in out
+    ]
     nonempty = [i for i, g in enumerate(out) if g.numel()]
     if not nonempty:
         return out, norms
