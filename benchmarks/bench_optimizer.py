@@ -341,11 +341,11 @@ def train_step_bench(model_name, short, warmup, reps, batch_size, image_size=Non
     `warm_up_device`; the steady-state statistics are over `reps` steps
     after `warmup`."""
     rows = []
-    warm_up_device(model_name, short, image_size or (32 if short else 224), batch_size)
+    size = image_size or (32 if short else 224)
+    warm_up_device(model_name, short, size, batch_size)
     for variant in ["host", "sing"]:
         keras.utils.clear_session()
         keras.utils.set_random_seed(0)
-        size = image_size or (32 if short else 224)
         model = build_train_model(model_name, short, size)
         host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
         opt = host if variant == "host" else keras_sing.SING(host)

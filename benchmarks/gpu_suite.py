@@ -193,6 +193,17 @@ def run_tests(args, report):
     return rc == 0 and counts.get("passed", 0) > 0
 
 
+def published_standardize(params, eps=1e-8):
+    """The published PyTorch SING's gradient standardization, as its code
+    writes it: an eager loop over the parameters that centralizes each
+    gradient over dims 1.. and divides it by its norm, in place."""
+    for p in params:
+        g = p.grad
+        if g.dim() > 1:
+            g.sub_(g.mean(dim=tuple(range(1, g.dim())), keepdim=True))
+        g.div_(g.norm() + eps)
+
+
 def published_torch_style_bench(param_set, shapes, dtype, warmup, reps, bench, seed=0):
     """The published PyTorch SING's style, written in plain torch: an eager
     Python loop over the tensors that centralizes each gradient (mean over
@@ -218,20 +229,13 @@ def published_torch_style_bench(param_set, shapes, dtype, warmup, reps, bench, s
             opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, foreach=True)
         return params, opt
 
-    def standardize(params, eps=1e-8):
-        for p in params:
-            g = p.grad
-            if g.dim() > 1:
-                g.sub_(g.mean(dim=tuple(range(1, g.dim())), keepdim=True))
-            g.div_(g.norm() + eps)
-
     def timed(with_standardize):
         params, opt = make()
 
         @torch.no_grad()
         def step():
             if with_standardize:
-                standardize(params)
+                published_standardize(params)
             opt.step()
             return params[0]
 
