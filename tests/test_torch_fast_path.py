@@ -130,6 +130,24 @@ def test_standardize_with_given_maxima_is_identical():
     assert len(some) == 3  # standardize did not write into the maxima it was given
 
 
+def test_maxima_keep_their_tensors_ids():
+    """A tensor made after `max_abs` never takes the id of one it measured.
+    The finiteness check converts NumPy gradients, measures them and lets
+    them go; the step converts them again. Keyed by bare ids, a new tensor
+    could inherit another gradient's max|g| (CPython reuses a freed
+    object's id), and a wrong max changes the step: this flaked
+    `test_golden.py::test_apply_matches_golden` on torch."""
+    import torch
+
+    from keras_sing.backend import torch as torch_backend
+
+    arrays = [np.full(s, i + 1.0, "float32") for i, s in enumerate(SHAPES) if np.prod(s)]
+    maxima = torch_backend.max_abs([torch.as_tensor(a) for a in arrays])
+    again = [torch.as_tensor(a) for a in arrays]
+    assert not {id(t) for t in again} & set(maxima)
+    assert [float(m) for m in maxima.values()] == [float(a.max()) for a in arrays]
+
+
 def test_step_reuses_the_finiteness_check_maxima():
     """One max|g| pass per step on torch's batched path: the step's norm
     scale reuses the finiteness check's; with accumulation (the host

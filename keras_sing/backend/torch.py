@@ -50,15 +50,27 @@ def copy_into(targets, values):
     )
 
 
+class Maxima(dict):
+    """`{id(g): max|g|}` that holds the tensors `g` themselves: while it
+    lives, no other tensor can be given one of its ids (CPython reuses a
+    freed object's id at once, and a gradient converted for the check is
+    freed before the step converts it again)."""
+
+    def __init__(self, tensors, maxima):
+        super().__init__(
+            (id(g), m) for g, m in zip(tensors, maxima, strict=True)
+        )
+        self.tensors = tensors
+
+
 def max_abs(grads):
-    """`{id(g): max|g|}` for the non-empty tensors of `grads`: one
-    `_foreach` max-norm pass. `standardize` reuses these maxima for its
-    scale when given the same tensors."""
+    """`Maxima` of the non-empty tensors of `grads`: one `_foreach`
+    max-norm pass. `standardize` reuses these maxima for its scale when
+    given the same tensors."""
     live = [g for g in grads if g is not None and g.numel()]
     if not live:
         return {}
-    norms = torch._foreach_norm(live, ord=math.inf)
-    return {id(g): n for g, n in zip(live, norms, strict=True)}
+    return Maxima(live, torch._foreach_norm(live, ord=math.inf))
 
 
 def all_finite(grads, maxima=None):
