@@ -172,3 +172,24 @@ def test_step_reuses_the_finiteness_check_maxima():
         assert 0 not in sizes  # raw gradients checked; the step takes its own
     finally:
         torch_backend.max_abs = original
+
+
+def test_torch_values_read_what_value_reads():
+    """The batched step reads variables' tensors directly where
+    `Variable.value` would return them unchanged, and through `value` in a
+    stateless scope (the scope's values) or an autocast scope (cast)."""
+    from keras.src.backend.common.variables import AutocastScope
+
+    from keras_sing import _host
+
+    variables = [keras.Variable(np.ones((2, 3), "float32")), keras.Variable(np.zeros(4, "float32"))]
+    plain = _host._torch_values(variables)
+    assert all(t is v.value for t, v in zip(plain, variables, strict=True))
+    replaced = [keras.ops.full((2, 3), 7.0), keras.ops.full((4,), 5.0)]
+    with keras.StatelessScope(state_mapping=list(zip(variables, replaced, strict=True))):
+        scoped = _host._torch_values(variables)
+    for t, r in zip(scoped, replaced, strict=True):
+        np.testing.assert_array_equal(to_numpy(t), to_numpy(r))
+    with AutocastScope("float16"):
+        cast = _host._torch_values(variables)
+    assert [keras.backend.standardize_dtype(t.dtype) for t in cast] == ["float16", "float16"]

@@ -20,6 +20,11 @@ def no_grad():
     return torch.no_grad()
 
 
+def is_tensor(x):
+    """Whether `x` is a torch tensor."""
+    return isinstance(x, torch.Tensor)
+
+
 def all_full_precision(tensors):
     """Whether every tensor is float32 or float64 (the batched step's
     dtypes; others take the generic path)."""
