@@ -193,3 +193,41 @@ def test_torch_values_read_what_value_reads():
     with AutocastScope("float16"):
         cast = _host._torch_values(variables)
     assert [keras.backend.standardize_dtype(t.dtype) for t in cast] == ["float16", "float16"]
+
+
+@pytest.mark.parametrize("stack_elements", [None, 48])
+def test_centralize_all_matches_centralize(stack_elements):
+    """`centralize_all` stacks gradients of one shape, dtype and axes (48
+    elements per stack forces chunks of two (6, 4) gradients) and gives
+    what `centralize` gives each, and what the generic
+    `transforms.centralize` gives; the stacks are not written through to
+    the gradients, and a constant unit still centralizes to exactly 0."""
+    import torch
+
+    from keras_sing import transforms
+    from keras_sing.backend import torch as torch_backend
+
+    rng = np.random.default_rng(4)
+    cases = [((6, 4), (0,))] * 5 + [((6, 4), (1,)), ((6, 4), None), ((3, 3, 2, 5), (0, 1, 2))] * 2
+    cases += [((0, 3), (0,)), ((0, 3), (0,)), ((5,), ()), ((7, 1), (0,))]
+    grads = [torch.as_tensor((rng.standard_normal(s) * 10 + 3).astype("float32")) for s, _ in cases]
+    grads[0][:, 2] = 7.25  # a constant unit
+    grads.append(grads[1].double())  # another dtype: its own stack
+    cases.append(((6, 4), (0,)))
+    axes = [a for _, a in cases]
+    before = [g.clone() for g in grads]
+    original = torch_backend.STACK_ELEMENTS
+    if stack_elements:
+        torch_backend.STACK_ELEMENTS = stack_elements
+    try:
+        batched = torch_backend.centralize_all(grads, axes)
+    finally:
+        torch_backend.STACK_ELEMENTS = original
+    for g, b, a, out in zip(grads, before, axes, batched, strict=True):
+        assert torch.equal(g, b)
+        expected = torch_backend.centralize(g, a) if a else g
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+        generic = transforms.centralize(g, a) if a else g
+        np.testing.assert_allclose(out.numpy(), to_numpy(generic), rtol=1e-5, atol=1e-5)
+        assert out.shape == g.shape and out.dtype == g.dtype
+    assert torch.all(batched[0][:, 2] == 0)

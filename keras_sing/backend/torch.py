@@ -102,6 +102,40 @@ def centralize(gradient, axes):
     return gradient - (g0 + (gradient - g0).mean(dim=axes, keepdim=True))
 
 
+# Largest stack `centralize_all` builds, in elements (64 MB of float32): a
+# bound on the memory the stacking adds. Larger gradients gain nothing from
+# it (their kernels, not their launches, take the time).
+STACK_ELEMENTS = 1 << 24
+
+
+def centralize_all(grads, axes):
+    """`centralize` for a list (`axes[i]` None or `()` for none): the
+    gradients of one shape, dtype, device and axes are stacked, up to
+    `STACK_ELEMENTS` per stack, and centralized together, which launches a
+    handful of kernels per stack instead of five per gradient.
+
+    Each stacked gradient is centralized over its own axes, with the same
+    formula as `centralize`: `g - (g0 + mean(g - g0))`."""
+    out = list(grads)
+    groups = {}
+    for i, (g, a) in enumerate(zip(grads, axes, strict=True)):
+        if a:
+            key = (g.shape, g.dtype, g.device, tuple(a))
+            groups.setdefault(key, []).append(i)
+    for (_, _, _, a), members in groups.items():
+        per_stack = max(1, STACK_ELEMENTS // max(1, grads[members[0]].numel()))
+        for start in range(0, len(members), per_stack):
+            chunk = members[start:start + per_stack]
+            if len(chunk) == 1:
+                out[chunk[0]] = centralize(grads[chunk[0]], a)
+                continue
+            stacked = torch.stack([grads[i] for i in chunk])
+            centered = centralize(stacked, tuple(d + 1 for d in a))
+            for i, g in zip(chunk, centered.unbind(), strict=True):
+                out[i] = g
+    return out
+
+
 def standardize(grads, axes, normalize, epsilon, maxima=None):
     """`transforms.standardize_with_norm` for a list: `(grads, norms)`.
 
@@ -110,10 +144,7 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
     `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
     the raw gradient's max|g| (exact, no overflow, no underflow), taken
     from `maxima` (`max_abs` of the same tensors) where it has them."""
-    out = [
-        centralize(g, a) if a else g
-        for g, a in zip(grads, axes, strict=True)
-    ]
+    out = centralize_all(grads, axes)
     # ||g|| = 0 for an empty g; every other norm is computed below (no
     # zeros launched for them: on a GPU each would be a kernel)
     norms = [
