@@ -71,6 +71,14 @@ def parameter_shapes(name, short):
     return [tuple(v.shape) for v in model.trainable_variables]
 
 
+def launch_bound_shapes(name, cap=2):
+    """`parameter_shapes(name, True)` with every dim capped at `cap`: the
+    tensor count and ranks of the model with too little arithmetic to
+    count, so a step's time is its CPU-side cost (what a GPU's launching
+    thread pays)."""
+    return [tuple(min(d, cap) for d in s) for s in parameter_shapes(name, True)]
+
+
 def make_optimizer(host_name, variant):
     hosts = {
         "adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=1e-2),

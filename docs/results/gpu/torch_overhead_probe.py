@@ -20,7 +20,7 @@ from gpu_suite import published_standardize  # noqa: E402
 
 torch.set_num_threads(1)
 WARMUP, REPS = 20, 200
-shapes = [tuple(min(d, 2) for d in s) for s in b.parameter_shapes("vit_b16", True)]
+shapes = b.launch_bound_shapes("vit_b16")
 rng = np.random.default_rng(0)
 
 
