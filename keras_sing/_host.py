@@ -255,15 +255,14 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     pairs = [(v, s) for v, s in pairs if s is not None]
     slots = [s for _, s in pairs]
     lookahead_variables = [v for v, _ in pairs]
+    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
+        _torch_lookahead(sing, host_backend_update_step, grads, variables,
+                         learning_rate, lookahead_variables, slots)
+        return
     step, is_update = real_step(host, read(host._iterations))
     first, sync = transforms.lookahead_flags(
         step, sing.lookahead_steps, is_update
     )
-    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
-        _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                         learning_rate, lookahead_variables, slots, first,
-                         sync)
-        return
     if not _SEEDED_AHEAD.get():
         _assign_when(
             host, first, slots,
@@ -574,19 +573,32 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
 
 
 def _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                     learning_rate, lookahead_variables, slots, first, sync):
+                     learning_rate, lookahead_variables, slots):
     """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
-    LookAhead touches S only at t = 1 and every k-th step, so the flags
-    are read on the host: one synchronization per step."""
+
+    LookAhead touches S only at t = 1 and every k-th step, so its flags
+    are read on the host, before any of the step's kernels is launched:
+    with the finiteness flag where `finiteness_check` read them
+    (`lookahead_flags_for_step`), else in one read of their own. No read
+    follows the launch, so the host does not wait for the update to run
+    and can go on to the next step's work."""
     from keras_sing.backend import torch as torch_backend
 
+    flags = _LOOKAHEAD_FLAGS.get()
+    if flags is None:
+        host = sing.inner_optimizer
+        step, is_update = real_step(host, read(host._iterations))
+        flags = torch_backend.read_flags(
+            transforms.lookahead_flags(step, sing.lookahead_steps, is_update)
+        )
+    first, sync = flags
     weights = _torch_values(lookahead_variables)
     slow = _torch_values(slots)
     with torch_backend.no_grad():
-        if bool(first):
+        if first:
             torch_backend.lookahead_seed(slow, weights)
         host_backend_update_step(grads, variables, learning_rate)
-        if bool(sync):
+        if sync:
             torch_backend.lookahead_sync(weights, slow, sing.lookahead_alpha)
 
 
@@ -602,9 +614,14 @@ _STATISTICS = contextvars.ContextVar("keras_sing_statistics", default=None)
 # `{id(tensor): max}`, which the step's norm scale reuses.
 _MAXIMA = contextvars.ContextVar("keras_sing_maxima", default=None)
 _SEEDED_AHEAD = contextvars.ContextVar("keras_sing_seeded_ahead", default=False)
+# torch's batched step: LookAhead's `(first, sync)` for the step, as Python
+# bools, read on the host with the finiteness flag by `finiteness_check`.
+_LOOKAHEAD_FLAGS = contextvars.ContextVar(
+    "keras_sing_lookahead_flags", default=None
+)
 
 
-def finiteness_check(sing, grads, variables):
+def finiteness_check(sing, grads, variables, *, stateful=False):
     """`(finite, context)`: whether no gradient holds a NaN or an inf, and
     a context manager to run the step in.
 
@@ -616,7 +633,10 @@ def finiteness_check(sing, grads, variables):
     of its own, and within `context` each `update_step` uses them instead
     of computing them again. On torch's batched step the check's max|g|
     (`backend.torch.max_abs`) plays that part: the step's norm scale
-    reuses it. Elsewhere the raw gradients are checked (`all_finite`) and
+    reuses it, and for a `stateful` step (`apply`, whose counter is the
+    variable's own) LookAhead's flags are read on the host with the
+    finiteness flag, in one synchronization: `finite` is then a Python
+    bool. Elsewhere the raw gradients are checked (`all_finite`) and
     `context` does nothing."""
     host = sing.inner_optimizer
     transformed = (
@@ -636,8 +656,14 @@ def finiteness_check(sing, grads, variables):
         from keras_sing.backend import torch as torch_backend
 
         maxima = torch_backend.max_abs(_torch_tensors(grads))
-        return torch_backend.all_finite(None, maxima), _for_step(
-            _MAXIMA, maxima
+        finite = torch_backend.all_finite(None, maxima)
+        if not (stateful and sing.lookahead):
+            return finite, _for_step((_MAXIMA, maxima))
+        finite, *flags = torch_backend.read_flags(
+            [finite, *lookahead_flags_for_step(sing)]
+        )
+        return finite, _for_step(
+            (_MAXIMA, maxima), (_LOOKAHEAD_FLAGS, tuple(flags))
         )
     if transformed or unknown:
         return all_finite(grads), contextlib.nullcontext()
@@ -654,17 +680,30 @@ def finiteness_check(sing, grads, variables):
         )
     flags = [finite for _, _, finite in statistics.values()]
     finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
-    return finite, _for_step(_STATISTICS, statistics)
+    return finite, _for_step((_STATISTICS, statistics))
+
+
+def lookahead_flags_for_step(sing):
+    """LookAhead's `(first, sync)` for the step about to run, as tensors,
+    where the host applies the gradients as given (no accumulation): its
+    real step is the micro-step counter + 1."""
+    host = sing.inner_optimizer
+    step, _ = real_step(host, read(host._iterations))
+    return transforms.lookahead_flags(step, sing.lookahead_steps)
 
 
 @contextlib.contextmanager
-def _for_step(context_variable, value):
-    """`context_variable` set to `value` for the duration of the step."""
-    token = context_variable.set(value)
+def _for_step(*settings):
+    """Each `(context_variable, value)` of `settings` set for the duration
+    of the step."""
+    tokens = [variable.set(value) for variable, value in settings]
     try:
         yield
     finally:
-        context_variable.reset(token)
+        for (variable, _), token in zip(
+            reversed(settings), reversed(tokens), strict=True
+        ):
+            variable.reset(token)
 
 
 def _torch_tensors(grads):

@@ -527,7 +527,8 @@ class SING(keras.optimizers.Optimizer):
             _host.apply_per_replica_if_finite(self, grads, trainable_variables)
         else:
             finite, context = _host.finiteness_check(
-                self, grads, trainable_variables or self._trainable_variables
+                self, grads, trainable_variables or self._trainable_variables,
+                stateful=True,
             )
             with context:
                 backend_lib.cond(

@@ -231,3 +231,60 @@ def test_centralize_all_matches_centralize(stack_elements):
         np.testing.assert_allclose(out.numpy(), to_numpy(generic), rtol=1e-5, atol=1e-5)
         assert out.shape == g.shape and out.dtype == g.dtype
     assert torch.all(batched[0][:, 2] == 0)
+
+
+HOST_READS = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy", "cpu")
+
+
+def count_host_reads(monkeypatch):
+    """Counts the calls that copy a torch tensor's value to the host (each
+    a device synchronization on a GPU) while it is patched in."""
+    import torch
+
+    calls = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["paper", "adamw_decay_k2", "no_lookahead_no_center", "accumulation"])
+def test_one_host_read_per_step(name, monkeypatch):
+    """torch's eager step reads the device once: the finiteness flag, with
+    LookAhead's seed and sync flags in the same copy, before any of the
+    step's kernels is launched (a read after them would make the host wait
+    for the update to run). With gradient accumulation, Keras's own
+    accumulation `cond` reads too, and LookAhead's flags are read in one
+    copy of their own on the real steps."""
+    rng = np.random.default_rng(0)
+    variables = [keras.Variable(rng.standard_normal(s).astype("float32")) for s in [(6, 4), (4,), (3, 3, 2, 5)]]
+    opt = CONFIGS[name]()
+    opt.build(variables)
+    grads = [[keras.ops.convert_to_tensor(rng.standard_normal(v.shape).astype("float32")) for v in variables] for _ in range(6)]
+    per_step = []
+    for g in grads:
+        calls = count_host_reads(monkeypatch)
+        opt.apply(g, variables)
+        monkeypatch.undo()
+        per_step.append(len(calls))
+    if name == "accumulation":
+        # micro-steps: the check and Keras's cond; real steps: + the flags
+        assert per_step == [2, 3, 2, 3, 2, 3]
+    else:
+        assert per_step == [1] * 6
+    # the step still did what it does: the weights moved, nothing skipped
+    assert int(opt.skipped_steps) == 0
+    assert int(opt.iterations) == (3 if name == "accumulation" else 6)
+
+
+def test_read_flags_reads_each_flag():
+    from keras_sing.backend import torch as torch_backend
+
+    flags = [keras.ops.convert_to_tensor(True), keras.ops.convert_to_tensor(False), keras.ops.equal(keras.ops.convert_to_tensor(5) % 5, 0)]
+    assert torch_backend.read_flags(flags) == (True, False, True)
+    assert torch_backend.read_flags([np.bool_(False)]) == (False,)

@@ -47,6 +47,17 @@ def scalar_like(value, reference):
     )
 
 
+def read_flags(flags):
+    """Boolean scalar tensors as Python bools, in one device-to-host copy
+    (one synchronization, however many flags)."""
+    flags = [torch.as_tensor(f) for f in flags]
+    device = flags[0].device
+    stacked = torch.stack(
+        [f.to(device=device, dtype=torch.bool).reshape(()) for f in flags]
+    )
+    return tuple(stacked.tolist())
+
+
 def copy_into(targets, values):
     """`targets[i] <- values[i]`, in place, cast to each target's dtype."""
     torch._foreach_copy_(
