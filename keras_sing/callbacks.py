@@ -75,6 +75,37 @@ def layer_of(path):
     return path.rsplit("/", 1)[0] if "/" in path else path
 
 
+def exclude_regex(layer):
+    """An `exclude` regex that selects exactly one layer's variables.
+
+    `SING(exclude=...)` searches its regexes in variable paths; this one
+    matches `<layer>/<variable>` and nothing else (not a layer whose path
+    merely starts or ends the same, e.g. `block_1/ln` against
+    `block_11/ln` or `block_1/ln_2`).
+
+    Args:
+        layer: the layer's path, as `layer_of` gives it.
+
+    Returns:
+        The regex, a string.
+
+    Examples:
+        >>> import re
+        >>> from keras_sing.callbacks import exclude_regex
+        >>> rule = exclude_regex("encoder/block_1/ln")
+        >>> [bool(re.search(rule, p)) for p in (
+        ...     "encoder/block_1/ln/gamma", "encoder/block_11/ln/gamma",
+        ...     "encoder/block_1/ln_2/gamma", "my_encoder/block_1/ln/gamma")]
+        [True, False, False, False]
+
+    References:
+        - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
+          https://arxiv.org/abs/2305.15997), 2023 (the advice to exclude
+          normalization layers).
+    """
+    return f"(^|/){re.escape(layer)}/[^/]+$"
+
+
 def normalization_layer_paths(model):
     """The normalization layers of `model`, as in variable paths.
 
@@ -131,7 +162,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
     training loss fell while the gradient norm of a layer whose path matches
     `watch` rose at every epoch, by `min_growth` x in all. The authors'
     advice then: freeze that layer's scale and offset (`layer.trainable =
-    False`) or exclude it from SING (`SING(..., exclude=r"<layer>")`).
+    False`) or exclude it from SING (`SING(..., exclude=exclude_regex(
+    "<layer>"))`, the regex the warning prints).
 
     Args:
         every_n_batches: sample the norms every n batches (each sample reads
@@ -312,9 +344,10 @@ class GradientNormMonitor(keras.callbacks.Callback):
             f"fell ({losses[0]:.4g} -> {losses[-1]:.4g}) while the gradient "
             f"norm of normalization layer '{layer}' kept growing "
             f"({series[0]:.3g} -> {series[-1]:.3g}). The SING authors advise "
-            "freezing that layer's scale and offset "
-            f"(model.get_layer('{name}').trainable = False) or excluding it "
-            f"from standardization: SING(..., exclude=r'{re.escape(name)}')."
+            "freezing that layer's scale and offset (set trainable = False on "
+            f"layer '{name}', then compile with a new optimizer) "
+            "or excluding it from standardization: "
+            f"SING(..., exclude=r'{exclude_regex(layer)}')."
         )
         self.alerts.append({
             "epoch": epoch, "layer": layer, "norms": series,

@@ -10,9 +10,18 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
-# torch first and pinned: an unpinned `torch` pulls a multi-GB CUDA build.
-# 2.13.0 is the CPU wheel this project is tested with.
-$PIP install -q "torch==2.13.0"
+# torch first, pinned, and the CPU build: PyPI's Linux `torch` is the
+# multi-GB CUDA build, so PyTorch's CPU index is searched too (its
+# `2.13.0+cpu` wins over PyPI's `2.13.0`). TORCH_INDEX_URL= (empty) searches
+# only pip's configured indexes; another URL picks another build. Where the
+# CPU index cannot be reached, pip warns and takes `torch==2.13.0` from its
+# other indexes (on Linux from PyPI, that is the CUDA build).
+TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+if [ -n "$TORCH_INDEX_URL" ]; then
+  $PIP install -q --retries 1 --extra-index-url "$TORCH_INDEX_URL" "torch==2.13.0"
+else
+  $PIP install -q "torch==2.13.0"
+fi
 $PIP install -q -e ".[test,tensorflow,jax]"
 # KerasHub's PyPI metadata requires the full `tensorflow` + `tensorflow-text`
 # (600 MB more); its models and the pure-Python tokenizers need neither, so it

@@ -1,6 +1,7 @@
 """GradientNormMonitor and the gradient norms SING records."""
 
 import itertools
+import re
 import warnings
 
 import keras
@@ -11,6 +12,8 @@ from conftest import to_numpy
 
 import keras_sing
 from keras_sing.callbacks import GradientNormMonitor
+from keras_sing.callbacks import exclude_regex
+from keras_sing.callbacks import layer_of
 from keras_sing.datasets import rde
 
 
@@ -79,6 +82,12 @@ def test_monitor_detects_growing_norm_layer_gradients(tmp_path):
     assert alert["losses"][-1] < alert["losses"][0]
     messages = [str(w.message) for w in caught if "keras_sing" in str(w.message)]
     assert messages and "exclude=" in messages[0] and "trainable = False" in messages[0]
+    # the printed regex selects exactly the alerted layer's variables
+    rule = re.search(r"exclude=r'(.*)'\)\.$", messages[0]).group(1)
+    paths = [v.path for v in model.trainable_variables]
+    selected = [p for p in paths if re.search(rule, p)]
+    assert selected and all(layer_of(p) == alert["layer"] for p in selected)
+    assert selected == [p for p in paths if layer_of(p) == alert["layer"]]
 
 
 def test_monitor_stays_quiet_without_normalization_layers():
@@ -125,3 +134,27 @@ def test_norms_visible_during_fit_on_every_backend():
     assert all(float(v) > 0 for v in seen[0])
     final = [float(to_numpy(v)) for _, v in opt.gradient_norm_variables]
     np.testing.assert_allclose([float(v) for v in seen[-1]], final, rtol=1e-6)
+
+
+def test_exclude_regex_selects_one_layer():
+    paths = [
+        "vit_encoder/transformer_block_1/ln_1/gamma",
+        "vit_encoder/transformer_block_1/ln_1/beta",
+        "vit_encoder/transformer_block_11/ln_1/gamma",
+        "vit_encoder/transformer_block_1/ln_10/gamma",
+        "vit_encoder/transformer_block_1/ln_1/sub/gamma",
+        "other_vit_encoder/transformer_block_1/ln_1/gamma",
+    ]
+    rule = exclude_regex("vit_encoder/transformer_block_1/ln_1")
+    assert [p for p in paths if re.search(rule, p)] == paths[:2]
+    # SING takes it as an `exclude` rule: the excluded layer's kernel records
+    # its raw gradient norm, the other layer's its centralized one
+    excluded, kept = keras.layers.Dense(3, name="dense"), keras.layers.Dense(3, name="dense_1")
+    excluded.build((4,))
+    kept.build((4,))
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), exclude=exclude_regex(layer_of(excluded.kernel.path)))
+    g = np.random.default_rng(0).standard_normal((4, 3)).astype("float32") + 5.0
+    opt.apply([g, g], [excluded.kernel, kept.kernel])
+    norms = opt.gradient_norms()
+    np.testing.assert_allclose(norms[excluded.kernel.path], np.linalg.norm(g), rtol=1e-5)
+    np.testing.assert_allclose(norms[kept.kernel.path], np.linalg.norm(g - g.mean(0)), rtol=1e-5)
