@@ -194,12 +194,29 @@ def _no_weight_decay(variables):
 
 def decays(sing, variable):
     """Whether the host's decoupled weight decay applies to `variable`:
-    the host's own rule (`weight_decay`, `exclude_from_weight_decay`), and
-    with `weight_decay_mode="paper"` only for ndim > 1."""
+    the host's own rule (`weight_decay_rate`, `exclude_from_weight_decay`),
+    and with `weight_decay_mode="paper"` only for ndim > 1."""
     host = sing.inner_optimizer
-    if not host.weight_decay or not host._use_weight_decay(variable):
+    if not weight_decay_rate(host, variable) or not host._use_weight_decay(
+        variable
+    ):
         return False
     return sing.weight_decay_mode == "host" or len(variable.shape) > 1
+
+
+def weight_decay_rate(host, variable):
+    """The host's weight decay rate for `variable`: `weight_decay`, or
+    Muon's `adam_weight_decay` for the variables Muon updates with AdamW
+    (as its own `_apply_weight_decay` decides)."""
+    muon = getattr(keras.optimizers, "Muon", None)  # Keras >= 3.12
+    if muon is not None and isinstance(host, muon):
+        # the Keras variable (TF's update steps see its tf.Variable)
+        variable = host._trainable_variables[
+            host._get_variable_index(variable)
+        ]
+        if host._should_use_adamw(variable):
+            return host.adam_weight_decay
+    return host.weight_decay
 
 
 def real_step(host, micro_steps):
@@ -222,7 +239,9 @@ def adam_hyper(sing, index, variable):
     return transforms.AdamHyper(
         beta_1=host.beta_1,
         beta_2=host.beta_2,
-        weight_decay=host.weight_decay if decays(sing, variable) else 0.0,
+        weight_decay=(
+            weight_decay_rate(host, variable) if decays(sing, variable) else 0.0
+        ),
         epsilon=sing.epsilon,
         softplus_beta=sing.softplus_beta if sing._softplus else None,
         centralize_axes=axes,
@@ -255,9 +274,11 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     pairs = [(v, s) for v, s in pairs if s is not None]
     slots = [s for _, s in pairs]
     lookahead_variables = [v for v, _ in pairs]
+    seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                         learning_rate, lookahead_variables, slots)
+                         learning_rate, lookahead_variables, slots,
+                         seeded_variables, seeded_slots)
         return
     step, is_update = real_step(host, read(host._iterations))
     first, sync = transforms.lookahead_flags(
@@ -265,10 +286,10 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     )
     if not _SEEDED_AHEAD.get():
         _assign_when(
-            host, first, slots,
+            host, first, seeded_slots,
             lambda: transforms.lookahead_seed(
-                [read(s) for s in slots],
-                [read(v) for v in lookahead_variables],
+                [read(s) for s in seeded_slots],
+                [read(v) for v in seeded_variables],
                 True,
             ),
         )
@@ -284,6 +305,23 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
         return w + slow
 
     _assign_when(host, sync, lookahead_variables + slots, synced)
+
+
+def lookahead_seed_pairs(sing):
+    """`(variables, slow copies)`: every variable SING was built with that
+    has a slow copy, with it. LookAhead's seed (`S <- W` at the first real
+    update) takes them all, not only those with a gradient at that step:
+    a variable whose first gradient comes later (a `None` gradient, an
+    `apply` on a subset) is not written until then, so `W` at the first
+    update is `W` at its own first update, and its first sync does not
+    pull it towards a zero `S`."""
+    pairs = [
+        (v, s)
+        for v, s in zip(sing._trainable_variables, sing._slow_weights,
+                        strict=True)
+        if s is not None
+    ]
+    return [v for v, _ in pairs], [s for _, s in pairs]
 
 
 def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
@@ -414,7 +452,7 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
                 transforms.decoupled_weight_decay(
                     w,
                     ops.cast(learning_rate, w.dtype),
-                    ops.cast(host.weight_decay, w.dtype),
+                    ops.cast(weight_decay_rate(host, variable), w.dtype),
                 ),
             )
         gradient, norm = _standardize_for_host(
@@ -573,7 +611,8 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
 
 
 def _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                     learning_rate, lookahead_variables, slots):
+                     learning_rate, lookahead_variables, slots,
+                     seeded_variables, seeded_slots):
     """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
 
     LookAhead touches S only at t = 1 and every k-th step, so its flags
@@ -596,7 +635,9 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
     slow = _torch_values(slots)
     with torch_backend.no_grad():
         if first:
-            torch_backend.lookahead_seed(slow, weights)
+            torch_backend.lookahead_seed(
+                _torch_values(seeded_slots), _torch_values(seeded_variables)
+            )
         host_backend_update_step(grads, variables, learning_rate)
         if sync:
             torch_backend.lookahead_sync(weights, slow, sing.lookahead_alpha)

@@ -24,6 +24,7 @@ may be wrong.
 """
 
 import math
+import numbers
 import re
 
 import keras
@@ -95,7 +96,9 @@ def layer_centralize_axes(layer, variable):
         return per_row(ndim) if name == "embeddings" else all_but_last(ndim)
     if is_normalization(layer) or isinstance(layer, layers.PReLU):
         return None  # 1-D in PyTorch, whatever the Keras shape
-    if isinstance(layer, _LINEAR_LAYERS):
+    if isinstance(layer, _LINEAR_LAYERS) or type(layer).__name__ in (
+        _LINEAR_CELLS
+    ):
         return all_but_last(ndim)
     rule = _KERAS_HUB_RULES.get((type(layer).__name__, name))
     if rule is not None:
@@ -149,6 +152,17 @@ _LINEAR_LAYERS = tuple(
     )
     if hasattr(keras.layers, name)
 )
+
+# Cells Keras does not export, which hold their layers' weights: ConvLSTM's
+# kernel `(*k, in, 4 filters)` and recurrent kernel `(*k, filters, 4
+# filters)` are convolutions, one mean per output channel (as LSTM's).
+_LINEAR_CELLS = ("ConvLSTMCell",)
+
+
+def is_unknown(axes):
+    """Whether `axes` is the `UNKNOWN` marker (and not axes)."""
+    return isinstance(axes, str) and axes == UNKNOWN
+
 
 def _expert_fan_in(ndim):
     """Stacked experts `(experts, in, out)`: one Linear per expert."""
@@ -275,7 +289,7 @@ def exact_path_rules(variables, rules):
     return {
         _exact(v.path): rules[id(v)]
         for v in variables
-        if rules.get(id(v), UNKNOWN) != UNKNOWN
+        if not is_unknown(rules.get(id(v), UNKNOWN))
     }
 
 
@@ -288,19 +302,25 @@ def fan_in_size(shape, axes):
     return math.prod(int(shape[a]) for a in axes) if axes else 0
 
 
+def is_axis(value):
+    """Whether `value` is an axis: an int (NumPy's included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def normalize_axes(axes, ndim, path):
     """Validates `axes` for a variable of rank `ndim`; returns sorted axes."""
     if axes is None:
         return None
-    if isinstance(axes, int):
+    if hasattr(axes, "tolist"):  # a NumPy array or scalar
+        axes = axes.tolist()
+    if is_axis(axes):
         axes = (axes,)
-    try:
-        axes = tuple(int(a) for a in axes)
-    except TypeError:
+    if not (isinstance(axes, (list, tuple)) and all(map(is_axis, axes))):
         raise ValueError(
             "Argument `centralize_axes` must give a tuple of ints or None for "
             f"each variable. Received {axes!r} for variable '{path}'."
-        ) from None
+        )
+    axes = tuple(int(a) for a in axes)
     if any(not -ndim <= a < ndim for a in axes):
         raise ValueError(
             f"Argument `centralize_axes` gave axes {axes} for variable "

@@ -6,10 +6,13 @@ math is in `keras_sing.transforms`; what touches Keras internals is in
 """
 
 import copy
+import math
+import numbers
 import re
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sing import _host
@@ -237,16 +240,19 @@ class SING(keras.optimizers.Optimizer):
         )
         _check_rule("centralize_axes", centralize_axes, dict)
         _check_rule("exclude", exclude, (str, list, tuple))
+        centralize = _flag("centralize", centralize)
+        normalize = _flag("normalize", normalize)
+        lookahead = _flag("lookahead", lookahead)
 
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = host
-        self.centralize = bool(centralize)
-        self.normalize = bool(normalize)
+        self.centralize = centralize
+        self.normalize = normalize
         self.epsilon = epsilon
         self.softplus = softplus
         self.softplus_beta = softplus_beta
-        self.lookahead = bool(lookahead)
-        self.lookahead_steps = lookahead_steps
+        self.lookahead = lookahead
+        self.lookahead_steps = int(lookahead_steps)
         self.lookahead_alpha = float(lookahead_alpha)
         self.centralize_axes = centralize_axes
         self.exclude = exclude
@@ -298,7 +304,7 @@ class SING(keras.optimizers.Optimizer):
         self._plans = tuple(
             self._plan(v, layer_rules, guessed, degenerate) for v in var_list
         )
-        _warn_about(guessed, degenerate)
+        _warn_about(guessed, degenerate, found_model=bool(layer_rules))
         if self.lookahead:
             self._slow_weights = tuple(
                 None
@@ -342,9 +348,9 @@ class SING(keras.optimizers.Optimizer):
                 (a for p, a in rule.items() if re.search(p, path)),
                 axes_lib.UNKNOWN,
             )
-        if axes == axes_lib.UNKNOWN:
+        if axes_lib.is_unknown(axes):
             axes = layer_rules.get(id(variable), axes_lib.UNKNOWN)
-        if axes == axes_lib.UNKNOWN:
+        if axes_lib.is_unknown(axes):
             axes = axes_lib.guess_centralize_axes(variable)
             if not axes_lib.is_guess_certain(variable):
                 guessed.append(path)
@@ -1003,8 +1009,8 @@ for _name in _HOST_ARGUMENTS:
 # ---------------------------------------------------------------------- #
 
 
-def _warn_about(guessed, degenerate):
-    if guessed:
+def _warn_about(guessed, degenerate, found_model):
+    if guessed and not found_model:
         warnings.warn(
             "SING could not find the layer of these variables (no model "
             "built the optimizer: a custom loop?) and guessed their "
@@ -1013,6 +1019,16 @@ def _warn_about(guessed, degenerate):
             "attention (EinsumDense) kernels. Pass "
             "`centralize_axes=keras_sing.fan_in_axes(model)` to SING to use "
             "each layer's exact fan-in, or your own axes.",
+            stacklevel=3,
+        )
+    elif guessed:
+        warnings.warn(
+            "SING has no fan-in rule for the layers of these variables "
+            "(custom layers?) and guessed their centralization axes from "
+            f"their rank and name (all axes but the last): {guessed}. Pass "
+            "`centralize_axes={path regex: axes}` to SING with each "
+            "kernel's input axes (those a PyTorch twin would average over), "
+            "or `exclude` them.",
             stacklevel=3,
         )
     if degenerate:
@@ -1026,17 +1042,33 @@ def _warn_about(guessed, degenerate):
         )
 
 
+def _is_real(value):
+    """A finite real number (NumPy's included), not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _flag(name, value):
+    """`value` as a bool, if it is one (NumPy's included)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(
+        f"Argument `{name}` must be True or False. Received: {name}={value!r}"
+    )
+
+
 def _check_lookahead(lookahead_steps, lookahead_alpha):
     if isinstance(lookahead_steps, bool) or not isinstance(
-        lookahead_steps, int
+        lookahead_steps, numbers.Integral
     ) or lookahead_steps < 1:
         raise ValueError(
             "Argument `lookahead_steps` must be an int >= 1 (1 syncs every "
             f"step). Received: lookahead_steps={lookahead_steps!r}"
         )
-    if not isinstance(lookahead_alpha, (int, float)) or not (
-        0.0 < lookahead_alpha <= 1.0
-    ):
+    if not _is_real(lookahead_alpha) or not 0.0 < lookahead_alpha <= 1.0:
         raise ValueError(
             "Argument `lookahead_alpha` must be a float in (0, 1] (1 keeps "
             "the fast weights; use `lookahead=False` to turn LookAhead "
@@ -1089,7 +1121,7 @@ def _resolve_host(optimizer):
     if isinstance(optimizer, (str, dict)):
         try:
             optimizer = keras.optimizers.get(optimizer)
-        except ValueError as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ValueError(
                 "Argument `optimizer` could not be interpreted: "
                 f"{optimizer!r}. "
@@ -1107,17 +1139,48 @@ def _resolve_host(optimizer):
 
 
 def _positive_float(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value > 0
-    ):
+    if not _is_real(value) or not value > 0:
         raise ValueError(
-            f"Argument `{name}` must be a float > 0. Received: {name}={value!r}"
+            f"Argument `{name}` must be a finite float > 0. Received: "
+            f"{name}={value!r}"
         )
     return float(value)
 
 
 def _check_rule(name, rule, accepted):
+    lists = list in _as_tuple(accepted) and isinstance(rule, (list, tuple))
+    if lists and not all(isinstance(p, str) for p in rule):
+        raise TypeError(
+            f"Argument `{name}` as a list holds regex strings, searched in "
+            "variable paths (saved with the model as such). Received: "
+            f"{rule!r}. Pass e.g. [r\"layer_norm\", r\"bias$\"], or a "
+            "callable taking a variable."
+        )
+    if isinstance(rule, dict):
+        for pattern, axes in rule.items():
+            if not isinstance(pattern, str) or not (
+                axes is None
+                or axes_lib.is_axis(axes)
+                or isinstance(axes, (list, tuple))
+                and all(map(axes_lib.is_axis, axes))
+            ):
+                raise TypeError(
+                    f"Argument `{name}` maps regex strings to axes: a tuple "
+                    "of ints, an int or None. Received "
+                    f"{pattern!r}: {axes!r}. Pass e.g. "
+                    "{r\"dense/kernel\": (0,), r\"bias\": None}."
+                )
     if rule is None or callable(rule) or isinstance(rule, accepted):
+        patterns = [rule] if isinstance(rule, str) else rule
+        for pattern in [] if rule is None or callable(rule) else patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"Argument `{name}` holds an invalid regex {pattern!r} "
+                    f"({error}). Escape it with re.escape(...) to match a "
+                    "path literally."
+                ) from None
         return
     raise TypeError(
         f"Argument `{name}` must be None, a callable taking a variable, or a "
@@ -1145,6 +1208,12 @@ def _serialize_rule(rule):
         return keras.saving.serialize_keras_object(rule)
     if isinstance(rule, tuple):
         return list(rule)
+    if isinstance(rule, dict):  # axes as JSON: NumPy ints as ints
+        return {
+            k: a if a is None else int(a) if axes_lib.is_axis(a)
+            else [int(x) for x in a]
+            for k, a in rule.items()
+        }
     return rule
 
 
@@ -1154,5 +1223,8 @@ def _deserialize_rule(rule, custom_objects):
             rule, custom_objects=custom_objects
         )
     if isinstance(rule, dict):
-        return {k: None if a is None else tuple(a) for k, a in rule.items()}
+        return {
+            k: a if a is None or axes_lib.is_axis(a) else tuple(a)
+            for k, a in rule.items()
+        }
     return rule

@@ -1,6 +1,7 @@
 """Public surface, argument validation and config round-trips."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -72,11 +73,52 @@ def test_identifier_hosts(identifier, cls):
         (dict(centralize_axes=3), TypeError, "centralize_axes"),
         (dict(exclude=3), TypeError, "exclude"),
         (dict(unknown_argument=1), TypeError, "unexpected"),
+        # truthy strings would silently keep an option on
+        (dict(centralize="False"), TypeError, "centralize.*True or False"),
+        (dict(normalize=0), TypeError, "normalize.*True or False"),
+        (dict(lookahead="no"), TypeError, "lookahead.*True or False"),
+        # infinities pass "> 0" and then give NaN weights or no update
+        (dict(epsilon=float("inf")), ValueError, "epsilon.*finite"),
+        (dict(softplus_beta=float("inf")), ValueError, "softplus_beta.*finite"),
+        (dict(softplus_beta=float("nan")), ValueError, "softplus_beta"),
+        (dict(lookahead_alpha=True), ValueError, "lookahead_alpha"),
+        # axes that are not ints, checked before the first step
+        (dict(centralize_axes={"kernel": "all"}), TypeError, "centralize_axes.*tuple of ints"),
+        (dict(centralize_axes={"kernel": (0, 0.5)}), TypeError, "centralize_axes.*tuple of ints"),
+        (dict(centralize_axes={1: (0,)}), TypeError, "centralize_axes.*regex strings"),
+        (dict(centralize_axes=[(0,)]), TypeError, "centralize_axes.*dict"),
+        # `exclude` lists hold regex strings (saved with the model)
+        (dict(exclude=[re.compile("bias")]), TypeError, "exclude.*regex strings"),
+        (dict(exclude=["bias", 3]), TypeError, "exclude.*regex strings"),
+        (dict(exclude=["["]), ValueError, "exclude.*invalid regex.*re.escape"),
+        (dict(centralize_axes={"[": (0,)}), ValueError, "centralize_axes.*invalid regex"),
+        (dict(optimizer={}), ValueError, "optimizer.*could not be interpreted"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_the_fix(kwargs, error, match):
     with pytest.raises(error, match=match):
         keras_sing.SING(**kwargs)
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    opt = keras_sing.SING(
+        lookahead_steps=np.int64(3), lookahead_alpha=np.float32(0.25),
+        epsilon=np.float64(1e-6), softplus_beta=np.float32(20.0),
+        centralize=np.bool_(True), centralize_axes={"kernel": np.int32(0)},
+    )
+    assert (opt.lookahead_steps, opt.lookahead_alpha, opt.epsilon, opt.softplus_beta) == (3, 0.25, 1e-6, 20.0)
+    assert type(opt.lookahead_steps) is int and opt.centralize is True
+    config = json.loads(json.dumps(opt.get_config()))  # JSON-clean, as saved
+    assert keras_sing.SING.from_config(config).lookahead_steps == 3
+
+
+def test_int_axes_in_a_dict_survive_the_config():
+    opt = keras_sing.SING(centralize_axes={"kernel": 0, "bias": None, "other": [0, 1]})
+    restored = keras_sing.SING.from_config(opt.get_config())
+    assert restored.centralize_axes == {"kernel": 0, "bias": None, "other": (0, 1)}
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    restored.build([kernel])
+    assert restored._plans[0][1] == (0,)
 
 
 def test_bad_hosts():

@@ -864,3 +864,51 @@ def test_custom_loop_without_a_model_warns_about_ambiguous_variables():
         _custom_loop(opt, model)
     text = "\n".join(str(w.message) for w in record)
     assert "mha/query/kernel" in text, text
+
+
+def test_conv_lstm_cells_weights_are_convolutions_without_a_guess():
+    """ConvLSTM's weights belong to its (unexported) `ConvLSTMCell`: kernel
+    `(*k, in, 4 filters)` and recurrent kernel `(*k, filters, 4 filters)`
+    are convolutions (one mean per output channel, as for LSTM's separate
+    input and hidden weights), the bias 1-D. SING knows the cell, so `fit`
+    neither guesses nor warns."""
+    build, x, y = single_layer(lambda: L.ConvLSTM2D(2, 3, padding="same", name="t"), (2, 4, 4, 3))
+
+    def expected(model):
+        cell = model.get_layer("t").cell
+        return {
+            id(cell.kernel): (cell.kernel, conv),
+            id(cell.recurrent_kernel): (cell.recurrent_kernel, conv),
+            id(cell.bias): (cell.bias, vector),
+        }
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        check(build, x, y, expected)
+    assert not [str(w.message) for w in record if "SING" in str(w.message)]
+
+
+def test_unknown_layer_in_a_model_warns_as_such():
+    """A custom layer's kernel, in a model that built SING: the warning
+    says SING has no rule for the layer (not that no model built it)."""
+
+    class Scale(keras.layers.Layer):
+        def build(self, shape):  # rank 3: its fan-in is not certain
+            self.w = self.add_weight(shape=(2, shape[-1], 3), name="w")
+
+        def call(self, x):
+            return keras.ops.einsum("bi,kio->bo", x, self.w)
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, Scale(name="scale")(inp))
+    model.compile(keras_sing.SING(keras.optimizers.SGD(0.1)), "mse")
+    with pytest.warns(UserWarning, match=r"no fan-in rule.*scale/w.*centralize_axes") as record:
+        model.fit(np.ones((2, 4), "float32"), np.ones((2, 3), "float32"), verbose=0)
+    assert not any("custom loop" in str(w.message) for w in record)
+
+
+def test_axes_from_a_callable_may_be_numpy():
+    kernel = keras.Variable(np.ones((3, 2, 4), "float32"), name="kernel")
+    opt = keras_sing.SING(centralize_axes=lambda v: np.array([0, 1]))
+    opt.build([kernel])
+    assert opt._plans[0][1] == (0, 1)

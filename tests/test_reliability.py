@@ -408,6 +408,32 @@ def test_frozen_layers_constraints_and_late_variables():
         model.optimizer.apply([tensor(np.ones(2))], [late])
 
 
+@pytest.mark.parametrize("host", ["adamw", "sgd"])
+def test_lookahead_seeds_variables_whose_first_gradient_comes_later(host):
+    """LookAhead's slow copy of a variable with no gradient at the first
+    step (a `None` gradient, an `apply` on a subset) is its weight then, not
+    zero: its first sync moves it by alpha towards where its own updates
+    took it, as for a variable updated from the start. Oracle: the same
+    updates without LookAhead, then `W <- W0 + alpha (W' - W0)`."""
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((3, 2)).astype("float32") for _ in range(3)]
+    make_host = {"adamw": lambda: keras.optimizers.AdamW(1e-2), "sgd": lambda: keras.optimizers.SGD(0.1, momentum=0.9)}[host]
+
+    def run(**options):
+        a = keras.Variable(np.ones((3, 2), "float32"), name="a")
+        b = keras.Variable(np.full((3, 2), 10.0, "float32"), name="b")
+        opt = keras_sing.SING(make_host(), lookahead_steps=2, **options)
+        opt.build([a, b])
+        opt.apply([tensor(grads[0])], [a])  # step 1: `b` has no gradient
+        opt.apply([tensor(grads[1]), tensor(grads[2])], [a, b])  # step 2: sync
+        return to_numpy(a), to_numpy(b)
+
+    (a, b), (a_fast, b_fast) = run(), run(lookahead=False)
+    np.testing.assert_allclose(b, 10.0 + 0.5 * (b_fast - 10.0), rtol=1e-6)
+    np.testing.assert_allclose(a, 1.0 + 0.5 * (a_fast - 1.0), rtol=1e-6)
+    assert np.abs(b - 10.0).max() < 0.1  # the old seed (zero) halved it
+
+
 def test_variables_added_after_the_first_step():
     """Unfreezing a layer after training adds trainable variables. As with
     Keras's own optimizers, the built optimizer refuses them with an error

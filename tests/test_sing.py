@@ -326,3 +326,24 @@ def test_gradient_accumulation_standardizes_the_mean_gradient_once():
     for a, b in zip(got, expected, strict=True):
         assert_close(a, b, rtol=1e-5)
     assert int(to_numpy(acc.iterations)) == 4
+
+
+@pytest.mark.skipif(not hasattr(keras.optimizers, "Muon"), reason="keras.optimizers.Muon needs Keras >= 3.12")
+def test_muon_host_decays_its_adam_variables_with_adam_weight_decay():
+    """Muon decays the variables it updates with AdamW (not 2-D) by
+    `adam_weight_decay`, the others by `weight_decay`; in the identity
+    configuration with `weight_decay_mode="host"`, SING(Muon) steps as Muon."""
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((2, 3, 4)).astype("float32"), rng.standard_normal((4, 3)).astype("float32")]
+
+    def run(wrap):
+        conv = keras.Variable(np.ones((2, 3, 4), "float32"), name="conv_kernel")
+        dense = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
+        host = keras.optimizers.Muon(learning_rate=0.1, weight_decay=0.5, adam_weight_decay=0.2)
+        opt = keras_sing.SING(host, centralize=False, normalize=False, lookahead=False, on_nonfinite="ignore", weight_decay_mode="host") if wrap else host
+        for _ in range(2):
+            opt.apply([keras.ops.convert_to_tensor(g) for g in grads], [conv, dense])
+        return to_numpy(conv), to_numpy(dense)
+
+    for got, want in zip(run(True), run(False), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
