@@ -696,6 +696,11 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
     if batched and not (transformed or unknown):
         from keras_sing.backend import torch as torch_backend
 
+        if torch_backend.is_compiling():
+            # no id-keyed maxima and no host read inside torch.compile's
+            # graph: the raw gradients' check, then the step as eagerly
+            return all_finite(grads), contextlib.nullcontext()
+
         maxima = torch_backend.max_abs(_torch_tensors(grads))
         finite = torch_backend.all_finite(None, maxima)
         if not (stateful and sing.lookahead):

@@ -288,3 +288,25 @@ def test_read_flags_reads_each_flag():
     flags = [keras.ops.convert_to_tensor(True), keras.ops.convert_to_tensor(False), keras.ops.equal(keras.ops.convert_to_tensor(5) % 5, 0)]
     assert torch_backend.read_flags(flags) == (True, False, True)
     assert torch_backend.read_flags([np.bool_(False)]) == (False,)
+
+
+def test_torch_compile_does_not_recompile_at_every_step():
+    """Under `torch.compile` (`jit_compile=True`), the step keys no map by
+    a gradient's `id`: such a key becomes a guard that a new gradient
+    fails, so dynamo recompiled SING's step at every step until its
+    recompile limit, then ran it uncompiled. Once LookAhead's seed (step 1)
+    and sync (step 5) have been compiled, later steps compile nothing."""
+    from torch._dynamo.utils import counters
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    model.compile(opt, "mse", jit_compile=True)
+    x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
+    y = np.random.default_rng(1).standard_normal((24, 2)).astype("float32")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # steps 1-6
+    graphs = counters["stats"]["unique_graphs"]
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # steps 7-12
+    assert int(opt.iterations) == 12
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert np.all(np.isfinite(to_numpy(model.layers[0].kernel)))

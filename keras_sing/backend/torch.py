@@ -47,6 +47,13 @@ def scalar_like(value, reference):
     )
 
 
+def is_compiling():
+    """Whether `torch.compile` is tracing the code that runs (there, a
+    tensor's `id` would become a guard that fails at every new gradient,
+    and recompile the step until dynamo gives up)."""
+    return torch.compiler.is_compiling()
+
+
 def read_flags(flags):
     """Boolean scalar tensors as Python bools, in one device-to-host copy
     (one synchronization, however many flags)."""
@@ -86,7 +93,10 @@ def max_abs(grads):
     live = [g for g in grads if g is not None and g.numel()]
     if not live:
         return {}
-    return Maxima(live, torch._foreach_norm(live, ord=math.inf))
+    maxima = torch._foreach_norm(live, ord=math.inf)
+    if is_compiling():  # keyed by position: no ids (`standardize` then
+        return dict(enumerate(maxima))  # computes its own maxima)
+    return Maxima(live, maxima)
 
 
 def all_finite(grads, maxima=None):
@@ -167,12 +177,16 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
         return out, norms
     live = [out[i] for i in nonempty]
     # s = 2^floor(log2(max|G|)) ;  ||g|| = s * ||g / s||
-    maxima = dict(maxima or {})
-    missing = [grads[i] for i in nonempty if id(grads[i]) not in maxima]
-    maxima.update(max_abs(missing))
-    scale, inverse = power_of_two_scale(
-        [maxima[id(grads[i])] for i in nonempty]
-    )
+    if is_compiling():  # by position: no ids under torch.compile
+        magnitudes = list(
+            torch._foreach_norm([grads[i] for i in nonempty], ord=math.inf)
+        )
+    else:
+        maxima = dict(maxima or {})
+        missing = [grads[i] for i in nonempty if id(grads[i]) not in maxima]
+        maxima.update(max_abs(missing))
+        magnitudes = [maxima[id(grads[i])] for i in nonempty]
+    scale, inverse = power_of_two_scale(magnitudes)
     live_norms = torch._foreach_mul(
         torch._foreach_norm(torch._foreach_mul(live, inverse)), scale
     )
