@@ -145,6 +145,15 @@ def own_variables(optimizer):
     return [v for v in optimizer._variables if not any(v is u for u in unused)]
 
 
+def built_for_other_variables(host, variables):
+    """Whether `host` is built, for other variables than `variables` (in
+    that order): SING reads the host's slots by the host's index."""
+    if not host.built:
+        return False
+    keys = [host._var_key(v) for v in host._trainable_variables]
+    return keys != [host._var_key(v) for v in variables]
+
+
 def micro_step_counter(host):
     """The host's counter of `apply` calls (micro-steps with
     accumulation), what its `apply_gradients` returns."""

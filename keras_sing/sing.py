@@ -299,6 +299,14 @@ class SING(keras.optimizers.Optimizer):
             self._build(var_list)
 
     def _build(self, var_list):
+        if _host.built_for_other_variables(self.inner_optimizer, var_list):
+            raise ValueError(
+                "The host optimizer was already built for other variables "
+                "(or the same ones in another order) than SING is built "
+                "with. Wrap a host that is not built yet, e.g. "
+                "SING(keras.optimizers.AdamW(...)), or build SING with the "
+                "host's variables, in the host's order."
+            )
         layer_rules = _host.layer_rules_for(var_list)
         guessed, degenerate = [], []
         self._plans = tuple(

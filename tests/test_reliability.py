@@ -562,3 +562,28 @@ def test_skip_decision_from_norms_matches_the_gradients(case):
     if case == "huge":  # its norm overflows float32: a zero direction, applied
         assert np.all(np.isfinite(to_numpy(bias)))
         assert int(to_numpy(opt.iterations)) == 1
+
+
+def test_a_host_built_for_other_variables_is_refused():
+    """SING reads the host's slots by the host's own index: a host already
+    built for other variables (or another order) would pair each variable
+    with another's slots, so SING refuses it by name. A host built for the
+    same variables in the same order is used as is."""
+    a = keras.Variable(np.ones((3, 2), "float32"), name="a")
+    b = keras.Variable(np.full((4,), 10.0, "float32"), name="b")
+    host = keras.optimizers.AdamW(1e-2)
+    host.build([b, a])
+    with pytest.raises(ValueError, match="already built for other variables.*not built yet"):
+        keras_sing.SING(host).build([a, b])
+    grads = [tensor(np.arange(6.0).reshape(3, 2)), tensor(np.ones(4))]
+
+    def step(prebuilt):
+        va, vb = keras.Variable(to_numpy(a), name="a"), keras.Variable(to_numpy(b), name="b")
+        host = keras.optimizers.AdamW(1e-2)
+        if prebuilt:
+            host.build([va, vb])
+        keras_sing.SING(host).apply(grads, [va, vb])
+        return to_numpy(va), to_numpy(vb)
+
+    for x, y in zip(step(True), step(False), strict=True):
+        np.testing.assert_array_equal(x, y)
