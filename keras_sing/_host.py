@@ -283,12 +283,11 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     pairs = [(v, s) for v, s in pairs if s is not None]
     slots = [s for _, s in pairs]
     lookahead_variables = [v for v, _ in pairs]
-    seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                         learning_rate, lookahead_variables, slots,
-                         seeded_variables, seeded_slots)
+                         learning_rate, lookahead_variables, slots)
         return
+    seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
     step, is_update = real_step(host, read(host._iterations))
     first, sync = transforms.lookahead_flags(
         step, sing.lookahead_steps, is_update
@@ -620,8 +619,7 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
 
 
 def _torch_lookahead(sing, host_backend_update_step, grads, variables,
-                     learning_rate, lookahead_variables, slots,
-                     seeded_variables, seeded_slots):
+                     learning_rate, lookahead_variables, slots):
     """`backend_update_step`'s LookAhead as in-place `_foreach` kernels.
 
     LookAhead touches S only at t = 1 and every k-th step, so its flags
@@ -644,6 +642,7 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
     slow = _torch_values(slots)
     with torch_backend.no_grad():
         if first:
+            seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
             torch_backend.lookahead_seed(
                 _torch_values(seeded_slots), _torch_values(seeded_variables)
             )

@@ -307,20 +307,28 @@ def is_axis(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_axes(value):
+    """Whether `value` gives centralization axes: `None`, an axis, or a
+    list or tuple of axes."""
+    return (
+        value is None
+        or is_axis(value)
+        or isinstance(value, (list, tuple)) and all(map(is_axis, value))
+    )
+
+
 def normalize_axes(axes, ndim, path):
     """Validates `axes` for a variable of rank `ndim`; returns sorted axes."""
     if axes is None:
         return None
     if hasattr(axes, "tolist"):  # a NumPy array or scalar
         axes = axes.tolist()
-    if is_axis(axes):
-        axes = (axes,)
-    if not (isinstance(axes, (list, tuple)) and all(map(is_axis, axes))):
+    if not is_axes(axes):
         raise ValueError(
             "Argument `centralize_axes` must give a tuple of ints or None for "
             f"each variable. Received {axes!r} for variable '{path}'."
         )
-    axes = tuple(int(a) for a in axes)
+    axes = (int(axes),) if is_axis(axes) else tuple(int(a) for a in axes)
     if any(not -ndim <= a < ndim for a in axes):
         raise ValueError(
             f"Argument `centralize_axes` gave axes {axes} for variable "

@@ -1156,45 +1156,42 @@ def _positive_float(name, value):
 
 
 def _check_rule(name, rule, accepted):
-    lists = list in _as_tuple(accepted) and isinstance(rule, (list, tuple))
-    if lists and not all(isinstance(p, str) for p in rule):
+    """`exclude` and `centralize_axes`: `None`, a callable, or `accepted`
+    holding regex strings (a dict's keys, mapped to axes)."""
+    if rule is None or callable(rule):
+        return
+    if not isinstance(rule, accepted):
         raise TypeError(
-            f"Argument `{name}` as a list holds regex strings, searched in "
-            "variable paths (saved with the model as such). Received: "
-            f"{rule!r}. Pass e.g. [r\"layer_norm\", r\"bias$\"], or a "
-            "callable taking a variable."
+            f"Argument `{name}` must be None, a callable taking a variable, "
+            f"or a {' or '.join(t.__name__ for t in _as_tuple(accepted))}. "
+            f"Received: {rule!r}"
         )
+    patterns = [rule] if isinstance(rule, str) else list(rule)
     if isinstance(rule, dict):
         for pattern, axes in rule.items():
-            if not isinstance(pattern, str) or not (
-                axes is None
-                or axes_lib.is_axis(axes)
-                or isinstance(axes, (list, tuple))
-                and all(map(axes_lib.is_axis, axes))
-            ):
+            if not isinstance(pattern, str) or not axes_lib.is_axes(axes):
                 raise TypeError(
                     f"Argument `{name}` maps regex strings to axes: a tuple "
                     "of ints, an int or None. Received "
                     f"{pattern!r}: {axes!r}. Pass e.g. "
                     "{r\"dense/kernel\": (0,), r\"bias\": None}."
                 )
-    if rule is None or callable(rule) or isinstance(rule, accepted):
-        patterns = [rule] if isinstance(rule, str) else rule
-        for pattern in [] if rule is None or callable(rule) else patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(
-                    f"Argument `{name}` holds an invalid regex {pattern!r} "
-                    f"({error}). Escape it with re.escape(...) to match a "
-                    "path literally."
-                ) from None
-        return
-    raise TypeError(
-        f"Argument `{name}` must be None, a callable taking a variable, or a "
-        f"{' or '.join(t.__name__ for t in _as_tuple(accepted))}. "
-        f"Received: {rule!r}"
-    )
+    elif not all(isinstance(p, str) for p in patterns):
+        raise TypeError(
+            f"Argument `{name}` as a list holds regex strings, searched in "
+            "variable paths (saved with the model as such). Received: "
+            f"{rule!r}. Pass e.g. [r\"layer_norm\", r\"bias$\"], or a "
+            "callable taking a variable."
+        )
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(
+                f"Argument `{name}` holds an invalid regex {pattern!r} "
+                f"({error}). Escape it with re.escape(...) to match a "
+                "path literally."
+            ) from None
 
 
 def _as_tuple(x):

@@ -50,7 +50,9 @@ def scalar_like(value, reference):
 def is_compiling():
     """Whether `torch.compile` is tracing the code that runs (there, a
     tensor's `id` would become a guard that fails at every new gradient,
-    and recompile the step until dynamo gives up)."""
+    and recompile the step until dynamo gives up: `max_abs`'s map is not
+    built there, and `all_finite` and `standardize` take max|g| by
+    position)."""
     return torch.compiler.is_compiling()
 
 
@@ -93,23 +95,28 @@ def max_abs(grads):
     live = [g for g in grads if g is not None and g.numel()]
     if not live:
         return {}
-    maxima = torch._foreach_norm(live, ord=math.inf)
-    if is_compiling():  # keyed by position: no ids (`standardize` then
-        return dict(enumerate(maxima))  # computes its own maxima)
-    return Maxima(live, maxima)
+    return Maxima(live, _max_abs_by_position(live))
+
+
+def _max_abs_by_position(tensors):
+    """max|g| of each non-empty tensor, in order: one `_foreach` pass."""
+    return list(torch._foreach_norm(tensors, ord=math.inf))
 
 
 def all_finite(grads, maxima=None):
     """`transforms.all_finite` batched: one `_foreach` max-norm pass (none
-    given `maxima`, `max_abs(grads)`).
+    given `maxima`, `max_abs(grads)`'s dict).
 
     max|g| is NaN or inf exactly when `g` holds a NaN or an infinity (no
     overflow, unlike the L2 norm); empty tensors are finite."""
-    if maxima is None:
-        maxima = max_abs(grads)
-    if not maxima:
+    if maxima is None:  # by position: no ids (a guard under torch.compile)
+        live = [g for g in grads if g is not None and g.numel()]
+        magnitudes = _max_abs_by_position(live) if live else []
+    else:
+        magnitudes = list(maxima.values())
+    if not magnitudes:
         return torch.tensor(True)
-    stacked = torch.stack([m.float() for m in maxima.values()])
+    stacked = torch.stack([m.float() for m in magnitudes])
     return torch.isfinite(stacked).all()
 
 
@@ -177,12 +184,10 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
         return out, norms
     live = [out[i] for i in nonempty]
     # s = 2^floor(log2(max|G|)) ;  ||g|| = s * ||g / s||
-    if is_compiling():  # by position: no ids under torch.compile
-        magnitudes = list(
-            torch._foreach_norm([grads[i] for i in nonempty], ord=math.inf)
-        )
+    if maxima is None:  # by position: no ids (a guard under torch.compile)
+        magnitudes = _max_abs_by_position([grads[i] for i in nonempty])
     else:
-        maxima = dict(maxima or {})
+        maxima = dict(maxima)
         missing = [grads[i] for i in nonempty if id(grads[i]) not in maxima]
         maxima.update(max_abs(missing))
         magnitudes = [maxima[id(grads[i])] for i in nonempty]
