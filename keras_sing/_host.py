@@ -190,6 +190,10 @@ def take_over(sing, host):
     host._apply_weight_decay = _no_weight_decay
     if keras.backend.backend() == "torch":
         host._backend_update_step = _torch_backend_update_step(sing, host)
+    if keras.backend.backend() == "tensorflow":
+        host._distributed_tf_update_step = functools.partial(
+            distributed_update_step, sing, host._distributed_tf_update_step
+        )
     host._backend_update_step = functools.partial(
         backend_update_step, sing, host._backend_update_step
     )
@@ -272,7 +276,8 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     (`stateless_apply`) seeds ahead of the step instead
     (`seed_lookahead_ahead`). Under `tf.distribute` the update
     runs per variable in the strategy's cross-replica update, so there
-    `update_step` does LookAhead per variable instead."""
+    `update_step` does LookAhead per variable instead, after the seed of
+    all of them (`distributed_update_step`)."""
     if not sing.lookahead or lookahead_per_variable():
         host_backend_update_step(grads, variables, learning_rate)
         return
@@ -313,6 +318,32 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
         return w + slow
 
     _assign_when(host, sync, lookahead_variables + slots, synced)
+
+
+def distributed_update_step(sing, host_distributed_update_step, distribution,
+                            grads_and_vars, learning_rate):
+    """TensorFlow: the host's cross-replica update (each variable's
+    `update_step`, in the strategy's `update`), after LookAhead's seed of
+    every variable when a strategy runs LookAhead per variable.
+
+    Each variable's update seeds its own slow copy too (`sing_adam_step`),
+    but only a variable with a gradient gets an update; the seed here takes
+    them all (`lookahead_seed_pairs`), before any weight is written, so a
+    variable updated at step 1 gets the same copy twice."""
+    if sing.lookahead and lookahead_per_variable():
+        from keras_sing.backend import tensorflow as tf_backend
+
+        host = sing.inner_optimizer
+        step, is_update = real_step(host, read(host._iterations))
+        first, _ = transforms.lookahead_flags(
+            step, sing.lookahead_steps, is_update
+        )
+        variables, slots = lookahead_seed_pairs(sing)
+        tf_backend.copy_on_every_device(
+            distribution, first, [s.value for s in slots],
+            [v.value for v in variables],
+        )
+    host_distributed_update_step(distribution, grads_and_vars, learning_rate)
 
 
 def lookahead_seed_pairs(sing):

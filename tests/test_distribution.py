@@ -46,6 +46,11 @@ def test_tf_mirrored_strategy_matches_single_device():
     assert result["per_replica_wrong"] > 1e-3
     # A NaN on one replica skips the step on all: as if the batch was not there.
     assert result["mirrored_nan_batch_vs_without"] < 1e-6
+    # LookAhead seeds a variable whose first gradient comes later (an
+    # `apply` on a subset) as on one device: its first sync does not pull
+    # it towards a zero slow copy (which moved it by 5).
+    assert result["mirrored_late_gradient"] < 1e-6
+    assert result["late_gradient_b_moved"] < 0.1
     # on_nonfinite="raise": the same NaN stops `fit` with SING's message, and
     # the step was skipped on both replicas first: the weights are those
     # after the batches before it.

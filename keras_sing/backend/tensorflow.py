@@ -62,6 +62,25 @@ def has_strategy():
     return tf.distribute.has_strategy()
 
 
+def copy_on_every_device(distribution, pred, targets, sources):
+    """`targets[i] <- sources[i]` on every device, if the scalar `pred`.
+
+    In cross-replica context: each copy goes through the strategy's
+    `update`, which pairs each device's copy of `targets[i]` with that
+    device's copy of `sources[i]`; one `cond` for all of them."""
+
+    def copy(target, source):
+        return target.assign(tf.cast(source, target.dtype))
+
+    def write():
+        for target, source in zip(targets, sources, strict=True):
+            distribution.extended.update(
+                target, copy, args=(source,), group=False
+            )
+
+    tf.cond(pred, write, lambda: None)
+
+
 def in_replica_context():
     """Whether we are inside a (non-default) strategy's replica function."""
     return (

@@ -72,6 +72,33 @@ def train(strategy=None, cls=keras_sing.SING, jit_compile="auto", data=None, err
     return [np.asarray(w.numpy()) for w in model.weights]
 
 
+def train_late_gradient(strategy=None):
+    """LookAhead (k = 2) on two variables, `b` without a gradient at step 1
+    (an `apply` on a subset): `(a, b)` after two steps. Each replica gets
+    half the gradient, so the all-reduced one is the single device's."""
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((3, 2)).astype("float32") for _ in range(3)]
+    scope = strategy.scope() if strategy else tf.init_scope()
+    with scope:
+        a = keras.Variable(np.ones((3, 2), "float32"), name="a")
+        b = keras.Variable(np.full((3, 2), 10.0, "float32"), name="b")
+        optimizer = keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2)
+        optimizer.build([a, b])
+    share = 1.0 / (strategy.num_replicas_in_sync if strategy else 1)
+
+    @tf.function
+    def first_step():
+        optimizer.apply([tf.constant(grads[0] * share)], [a])
+
+    @tf.function
+    def second_step():  # LookAhead syncs
+        optimizer.apply([tf.constant(g * share) for g in grads[1:]], [a, b])
+
+    for step in (first_step, second_step):
+        strategy.run(step) if strategy else step()
+    return [a.numpy(), b.numpy()]
+
+
 def max_rel(a, b):
     return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y))) for x, y in zip(a, b, strict=True))
 
@@ -91,6 +118,11 @@ def main():
         ),
         "per_replica_wrong": max_rel(train(strategy, PerReplicaSING), single),
     }
+    # A variable with no gradient at step 1 is seeded like the others (its
+    # slow copy used to stay zero under a strategy: the sync halved it).
+    late = train_late_gradient(strategy)
+    result["mirrored_late_gradient"] = max_rel(late, train_late_gradient())
+    result["late_gradient_b_moved"] = float(np.max(np.abs(late[1] - 10.0)))
     # on_nonfinite="raise": the same NaN stops `fit` with SING's message
     # (tf.debugging.Assert, taken in cross-replica context after the skip),
     # and the weights are those after the batches before it.
