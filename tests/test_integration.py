@@ -105,6 +105,29 @@ def test_callbacks_drive_the_hosts_learning_rate():
     np.testing.assert_allclose(float(to_numpy(host.learning_rate)), 0.01 / 6, rtol=1e-5)
 
 
+@pytest.mark.skipif(BACKEND == "torch", reason="Keras's torch trainer refuses steps_per_execution > 1")
+@pytest.mark.parametrize("steps_per_execution", [3, 4])
+def test_steps_per_execution_trains_as_one_step_per_call(steps_per_execution):
+    """Several steps per compiled call (`steps_per_execution`), a NaN batch
+    among them and a LookAhead period (3) that does not divide them: the
+    same weights, counters and skipped steps as one step per call."""
+    x, y = dataset()
+    x["image"][20, 0, 0, 0] = np.nan  # batch 2
+
+    def run(steps):
+        model = small_model()
+        optimizer = keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=3)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=steps)
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        counters = [int(to_numpy(c)) for c in (optimizer.iterations, optimizer.skipped_steps)]
+        return [to_numpy(w) for w in model.weights], counters
+
+    (weights, counters), (expected, expected_counters) = run(steps_per_execution), run(1)
+    assert counters == expected_counters == [14, 2]
+    for w, e in zip(weights, expected, strict=True):
+        np.testing.assert_allclose(w, e, rtol=1e-6, atol=1e-7)
+
+
 def train_steps(model, x, y, start, stop):
     sl = slice(start * BATCH, stop * BATCH)
     model.fit({k: v[sl] for k, v in x.items()}, y[sl], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
