@@ -156,7 +156,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     to the epoch logs (so `History`, `CSVLogger` and `TensorBoard` placed
     after it record them) and to an optional CSV file. `self.epoch_norms`
-    (one `{layer: norm}` per epoch) and `self.alerts` keep what it saw.
+    (one `{layer: norm}` per epoch), `self.epoch_losses` and `self.alerts`
+    keep what it saw. A `fit` that starts at epoch 0 starts them (and the
+    CSV file) afresh; one that resumes (`initial_epoch > 0`) goes on.
 
     The warning fires, once per layer, when over the last `window` epochs the
     training loss fell while the gradient norm of a layer whose path matches
@@ -258,6 +260,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
             )
 
     def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 0:  # a new run: a new history, as the CSV file
+            self.epoch_norms, self.epoch_losses, self.alerts = [], [], []
         self._sums, self._samples = {}, 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -292,8 +296,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
         norms = {k: v / self._samples for k, v in self._sums.items()}
         self.epoch_norms.append(norms)
         logs = logs if logs is not None else {}
-        if "loss" in logs:
-            self.epoch_losses.append(float(logs["loss"]))
+        # one entry per epoch, aligned with `epoch_norms`
+        self.epoch_losses.append(float(logs.get("loss", np.nan)))
         if self.log_layers:
             logs.update({f"grad_norm/{k}": v for k, v in norms.items()})
         if self.csv_path:
@@ -316,7 +320,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     def _check(self, epoch):
         w = self.window
-        if len(self.epoch_losses) <= w or len(self.epoch_norms) <= w:
+        if len(self.epoch_norms) <= w:
             return
         losses = self.epoch_losses[-w - 1 :]
         if not losses[-1] < losses[0]:

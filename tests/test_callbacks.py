@@ -102,6 +102,26 @@ def test_monitor_stays_quiet_without_normalization_layers():
     assert len(monitor.epoch_norms) == 6 and all(np.isfinite(list(n.values())).all() for n in monitor.epoch_norms)
 
 
+def test_monitor_history_follows_the_run(tmp_path):
+    """A `fit` from epoch 0 starts a new history, as it starts the CSV file
+    anew; a resumed one (`initial_epoch > 0`) goes on with both."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="m")
+    model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2)), "mse")
+    x, y = np.random.standard_normal((16, 4)).astype("float32"), np.ones((16, 3), "float32")
+    csv_path = tmp_path / "norms.csv"
+    monitor = GradientNormMonitor(every_n_batches=1, csv_path=str(csv_path))
+
+    def fit(**kwargs):
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[monitor], **kwargs)
+        rows = csv_path.read_text().splitlines()
+        return len(monitor.epoch_norms), len(monitor.epoch_losses), [r.split(",")[0] for r in rows[1:]]
+
+    assert fit(epochs=2) == (2, 2, ["0", "1"])
+    assert fit(epochs=3) == (3, 3, ["0", "1", "2"])  # a new run
+    assert fit(epochs=5, initial_epoch=3) == (5, 5, ["0", "1", "2", "3", "4"])  # resumed
+
+
 def test_monitor_needs_sing():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("adamw", "mse")
