@@ -13,6 +13,8 @@ per layer, in Keras layout (docs/algorithm.md has the table):
 | `DepthwiseConv*`, separable depthwise  | `(*k, in, mult)`    | spatial only  |
 | `Embedding` tables, position tables    | `(rows, dim)`       | per row       |
 | `EinsumDense` kernel                   | per equation        | contracted    |
+| `EinsumDense` LoRA `A`                 | kernel's but last,  | the kernel's  |
+|                                        |   then `rank`       |   contracted  |
 | `EinsumDense` bias, normalization      | any                 | none          |
 |   layers, `PReLU`, anything 1-D        |                     |               |
 
@@ -68,6 +70,23 @@ def einsum_kernel_fan_in(equation, ndim):
     return axes
 
 
+def einsum_lora_a_fan_in(equation, ndim):
+    """The fan-in of an `EinsumDense` LoRA factor `A`.
+
+    `enable_lora` factors the kernel's update as `A @ B`: `A` has the
+    kernel's axes but the last, then `rank`; `B` is `(rank, last)`. The
+    input meets `A` on the kernel's contracted axes, so those are `A`'s
+    fan-in: one mean per `(kept axes..., rank)` unit, e.g. per head and
+    rank for an attention query `(dim, heads, rank)` (the kernel's `(0,)`,
+    not all but the last). Falls back to all axes but the last where the
+    kernel's last axis is contracted.
+    """
+    kernel_axes = einsum_kernel_fan_in(equation, ndim)
+    if kernel_axes is None or ndim - 1 in kernel_axes:
+        return all_but_last(ndim)
+    return kernel_axes
+
+
 def layer_centralize_axes(layer, variable):
     """The published fan-in axes of `variable`, a weight of `layer`.
 
@@ -85,7 +104,9 @@ def layer_centralize_axes(layer, variable):
             return einsum_kernel_fan_in(layer.equation, ndim)
         if name == "bias":
             return None
-        return all_but_last(ndim)  # LoRA factors: (in, rank), (rank, out)
+        if name == "lora_kernel_a":
+            return einsum_lora_a_fan_in(layer.equation, ndim)
+        return all_but_last(ndim)  # LoRA's B: (rank, last kernel axis)
     if _is_depthwise(layer):
         return spatial(ndim) if name in ("kernel", "depthwise_kernel") else (
             all_but_last(ndim)

@@ -160,6 +160,17 @@ def einsum(equation):
     return twin
 
 
+def einsum_lora_a(equation):
+    """An EinsumDense LoRA factor `A` (the kernel's axes but the last, then
+    rank): the twin of a kernel whose last letter is the rank's, `r`."""
+    eq = equation.replace(" ", "")
+    inputs, output = eq.split("->")
+    x, kernel = inputs.split(",")
+    rank = next(c for c in "rstuvwxyz" if c not in eq)
+    last = kernel[-1]
+    return einsum(f"{x},{kernel[:-1]}{rank}->{output.replace(last, rank)}")
+
+
 def oracle(grad, twin):
     """SING's (1)-(2) on `grad`, stated in its torch twin's layout."""
     g = np.asarray(grad, dtype=np.float64)
@@ -246,6 +257,15 @@ def layer_twins(layer, overrides):
         pos = getattr(layer, "position_embedding", None)
         if pos is not None:
             overrides[id(pos.embeddings)] = batched_parameter
+    # LoRA (`enable_lora`): `B` (rank, out) is peft's lora_B, a Linear from
+    # the rank; `A` is met by the input where the kernel was
+    put(linear, "lora_kernel_b", "lora_embeddings_b")
+    if isinstance(layer, L.EinsumDense):
+        put(einsum_lora_a(layer.equation), "lora_kernel_a")
+    elif isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D):
+        put(conv, "lora_kernel_a")
+    else:  # Dense (in, rank); Embedding: peft's lora_embedding_A (r, vocab)
+        put(linear, "lora_kernel_a", "lora_embeddings_a")
     put(vector, "bias")  # any layer's bias is 1-D in torch (EinsumDense's too)
     out = {}
     for v in own:
@@ -434,6 +454,27 @@ def mha_expected(model):
 L = keras.layers
 
 
+def _with_lora(make_layer, in_shape, rank=2):
+    """`make_layer`'s layer, built, with LoRA on (its kernel frozen); `B`
+    random, so that `A` gets a gradient (Keras starts `B` at zero)."""
+
+    def make():
+        layer = make_layer()
+        layer.build((None,) + in_shape)
+        layer.enable_lora(rank, b_initializer="glorot_uniform")
+        return layer
+
+    return make
+
+
+def _lora(a_twin, **others):
+    """A LoRA layer's trainable variables: `A`, `B` `(rank, out)` (a Linear
+    from rank to out, as peft's `lora_B`), and the `others` given."""
+    b = "lora_embeddings_b" if a_twin is None else "lora_kernel_b"
+    a = {"lora_embeddings_a": linear} if a_twin is None else {"lora_kernel_a": a_twin}
+    return {"t": {**a, b: linear, **others}}
+
+
 def _case(name, make_layer, in_shape, table, **kw):
     return pytest.param(name, make_layer, in_shape, table, kw, id=name)
 
@@ -527,6 +568,53 @@ LAYER_CASES = [
         ),
         (3, 4),
         {"t": {"kernel": einsum("abc,dce->abde"), "bias": vector}},
+    ),
+    # LoRA (`enable_lora`): the input meets `A` where it met the kernel, so
+    # `A`'s fan-in is the kernel's contracted axes (per head and rank for an
+    # attention query, as the twin `einsum` with `rank` in the kernel's last
+    # place says); `B` is a Linear from rank to the kernel's last axis.
+    _case(
+        "dense_lora",
+        _with_lora(lambda: L.Dense(5, name="t"), (6,)),
+        (6,),
+        _lora(linear, bias=vector),
+    ),
+    _case(
+        "conv2d_lora",
+        _with_lora(lambda: L.Conv2D(4, (3, 2), name="t"), (6, 5, 3)),
+        (6, 5, 3),
+        _lora(conv, bias=vector),
+    ),
+    _case(
+        "embedding_lora",  # peft: lora_embedding_A (r, vocab), B (dim, r)
+        _with_lora(lambda: L.Embedding(7, 5, name="t"), (6,)),
+        (6,),
+        _lora(None),
+        int_input=7,
+    ),
+    _case(
+        "einsum_dense_lora_query",  # MultiHeadAttention's q/k/v equation
+        _with_lora(lambda: L.EinsumDense(
+            "abc,cde->abde", output_shape=(5, 2, 3), bias_axes="de", name="t"
+        ), (5, 4)),
+        (5, 4),
+        _lora(einsum("abc,cdr->abdr"), bias=vector),
+    ),
+    _case(
+        "einsum_dense_lora_output",  # MultiHeadAttention's output equation
+        _with_lora(lambda: L.EinsumDense(
+            "abcd,cde->abe", output_shape=(5, 6), bias_axes="e", name="t"
+        ), (5, 2, 3)),
+        (5, 2, 3),
+        _lora(einsum("abcd,cdr->abr"), bias=vector),
+    ),
+    _case(
+        "einsum_dense_lora_inner_fan_in",  # e.g. Gemma's query "btd,ndh->btnh"
+        _with_lora(lambda: L.EinsumDense(
+            "abc,dce->abde", output_shape=(2, 3, 5), bias_axes="de", name="t"
+        ), (2, 4)),
+        (2, 4),
+        _lora(einsum("abc,dcr->abdr"), bias=vector),
     ),
     _case(
         "layer_normalization",
@@ -701,6 +789,28 @@ def bert_case(n=4, seq=8, vocab=20):
     return build, x, y
 
 
+def bert_lora_case(n=4):
+    """`bert_case` fine-tuned with LoRA as KerasHub does it
+    (`backbone.enable_lora`: rank-2 factors on every query and value
+    `EinsumDense`, the rest of the backbone frozen), `B` random so that `A`
+    gets a gradient, and the norms perturbed before they are frozen (see
+    `_perturb_vectors`)."""
+    build_bert, x, y = bert_case(n)
+
+    def build():
+        model = build_bert()
+        _perturb_vectors(model)  # the norms feeding q/v: frozen below
+        model.backbone.enable_lora(2)
+        rng = _rng(2)
+        lora_b = [v for v in model.trainable_variables if v.name == "lora_kernel_b"]
+        assert lora_b
+        for v in lora_b:
+            v.assign(0.3 * rng.standard_normal(v.shape).astype("float32"))
+        return model
+
+    return build, x, y
+
+
 def resnet_case(n=2):
     hub = _hub()
     rng = _rng(0)
@@ -789,6 +899,7 @@ def mixed_case(n=2):
 WHOLE_MODELS = {
     "vit": vit_case,
     "bert": bert_case,
+    "bert_lora": bert_lora_case,
     "resnet": resnet_case,
     "mobilenet_v2_blocks": mobilenet_case,
     "mixed_mha_depthwise": mixed_case,
