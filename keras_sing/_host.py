@@ -154,6 +154,12 @@ def built_for_other_variables(host, variables):
     return keys != [host._var_key(v) for v in variables]
 
 
+def moving_averages(host):
+    """The host's EMA copies of the variables (`use_ema=True`, built);
+    an `AttributeError` otherwise, as on the host."""
+    return host._model_variables_moving_average
+
+
 def micro_step_counter(host):
     """The host's counter of `apply` calls (micro-steps with
     accumulation), what its `apply_gradients` returns."""

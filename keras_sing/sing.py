@@ -901,6 +901,14 @@ class SING(keras.optimizers.Optimizer):
         """
         self.inner_optimizer.finalize_variable_values(var_list)
 
+    @property
+    def _model_variables_moving_average(self):
+        # The host's EMA copies, where Keras looks for them:
+        # `keras.callbacks.SwapEMAWeights` takes a wrapper's
+        # `inner_optimizer`, which is SING itself inside a
+        # LossScaleOptimizer (what `mixed_float16` compiles to).
+        return _host.moving_averages(self.inner_optimizer)
+
     def get_config(self):
         """SING's configuration, the host's included (serialized).
 

@@ -105,6 +105,38 @@ def test_callbacks_drive_the_hosts_learning_rate():
     np.testing.assert_allclose(float(to_numpy(host.learning_rate)), 0.01 / 6, rtol=1e-5)
 
 
+def test_swap_ema_weights_also_inside_a_loss_scale_optimizer():
+    """`keras.callbacks.SwapEMAWeights` with an EMA host: evaluation on the
+    EMA weights, which the model keeps at the end. Inside a
+    LossScaleOptimizer (what `mixed_float16` compiles to) the callback
+    finds SING as the inner optimizer; it reads the host's EMA copies
+    through it. Oracle: the same run without the LossScaleOptimizer (the
+    loss scale is a power of two: exact in float32). No attention: its key
+    bias has no effect on the loss, so its gradient is rounding noise, which
+    differs between the two compiled programs."""
+    x, y = dataset(32)
+
+    def run(wrap):
+        model = small_model(attention=False)
+        optimizer = keras_sing.SING(keras.optimizers.AdamW(1e-2, use_ema=True, ema_momentum=0.9))
+        compile_(model, wrap(optimizer))
+        history = model.fit(
+            x, y, batch_size=BATCH, epochs=2, verbose=0, validation_data=(x, y),
+            callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)],
+        )
+        averages = [to_numpy(v) for v in optimizer.inner_optimizer._model_variables_moving_average]
+        return weights(model), history.history["val_loss"], averages
+
+    inside, val_inside, averages = run(keras.optimizers.LossScaleOptimizer)
+    alone, val_alone, _ = run(lambda optimizer: optimizer)
+    np.testing.assert_allclose(val_inside, val_alone, rtol=1e-5)
+    for a, b in zip(inside, alone, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the model ends on the EMA weights
+    for w, average in zip(inside, averages, strict=True):
+        np.testing.assert_allclose(w, average, rtol=1e-6)
+
+
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras's torch trainer refuses steps_per_execution > 1")
 @pytest.mark.parametrize("steps_per_execution", [3, 4])
 def test_steps_per_execution_trains_as_one_step_per_call(steps_per_execution):
