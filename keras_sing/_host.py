@@ -862,6 +862,19 @@ def apply_per_replica_if_finite(sing, grads, trainable_variables):
     )
 
 
+def in_jax_stateless_scope():
+    """Whether `apply` runs on JAX inside a `keras.StatelessScope`: a
+    wrapper's `stateless_apply` (Keras's `MultiOptimizer`, a user's) that
+    calls SING's `apply`. There, writes are recorded by the scope, and a
+    `cond` whose branches write would leak its tracers out of the branch:
+    SING takes its functional step instead (`SING.stateless_apply`)."""
+    if keras.backend.backend() != "jax":
+        return False
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    return in_stateless_scope()
+
+
 def in_tf_replica_context():
     if keras.backend.backend() != "tensorflow":
         return False

@@ -535,7 +535,9 @@ class SING(keras.optimizers.Optimizer):
             self.build(list(trainable_variables))
         grads = list(grads)
         host = self.inner_optimizer
-        if self.on_nonfinite == "ignore":
+        if _host.in_jax_stateless_scope():
+            self._apply_through_stateless_apply(grads, trainable_variables)
+        elif self.on_nonfinite == "ignore":
             host.apply(grads, trainable_variables)
         elif _host.in_tf_replica_context():
             _host.apply_per_replica_if_finite(self, grads, trainable_variables)
@@ -554,6 +556,22 @@ class SING(keras.optimizers.Optimizer):
             self._raise_if_requested(
                 finite, lambda: ops.add(_host.read(self.iterations), 1)
             )
+
+    def _apply_through_stateless_apply(self, grads, trainable_variables):
+        """`apply` as `stateless_apply` on the variables' current values,
+        written back: what a JAX `StatelessScope` records (see
+        `_host.in_jax_stateless_scope`)."""
+        variables = list(trainable_variables or self._trainable_variables)
+        new_trainable, new_optimizer = self.stateless_apply(
+            [_host.read(v) for v in self.variables],
+            grads,
+            [_host.read(v) for v in variables],
+        )
+        for variable, value in zip(
+            variables + self.variables, new_trainable + new_optimizer,
+            strict=True,
+        ):
+            variable.assign(value)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """The step as a pure function (what JAX's `fit` uses).

@@ -105,6 +105,64 @@ def test_callbacks_drive_the_hosts_learning_rate():
     np.testing.assert_allclose(float(to_numpy(host.learning_rate)), 0.01 / 6, rtol=1e-5)
 
 
+def _compiled_apply(optimizer, variables):
+    """`grads -> None`: one step of `optimizer` on `variables` as training
+    compiles it: `jax.jit(stateless_apply)` with the values written back
+    on JAX, an XLA `tf.function` on TF, eager on torch."""
+    optimizer.build(variables)
+    if BACKEND == "jax":
+        import jax
+
+        step = jax.jit(optimizer.stateless_apply)
+
+        def apply(grads):
+            new, state = step([v.value for v in optimizer.variables], grads, [v.value for v in variables])
+            for v, value in zip(list(variables) + list(optimizer.variables), list(new) + list(state), strict=True):
+                v.assign(value)
+
+        return apply
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda grads: optimizer.apply(grads, variables), jit_compile=True)
+    return lambda grads: optimizer.apply(grads, variables)
+
+
+def test_inside_keras_multi_optimizer():
+    """SING as one of a `keras.optimizers.MultiOptimizer`'s optimizers,
+    compiled (on JAX the MultiOptimizer calls SING's `apply` inside its own
+    `stateless_apply`): the same steps as SING and AdamW applied apart,
+    eagerly. A NaN in SING's gradients skips SING's step only; the other
+    optimizer applies its own, as Keras's MultiOptimizer does."""
+    rng = np.random.default_rng(0)
+    steps = [[rng.standard_normal((4, 3)).astype("float32"), rng.standard_normal((3, 2)).astype("float32")] for _ in range(4)]
+    steps[1][0][0, 0] = np.nan
+
+    def variables():
+        return [keras.Variable(np.ones((4, 3), "float32"), name="body"), keras.Variable(np.ones((3, 2), "float32"), name="head")]
+
+    def sing():
+        return keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2, centralize_axes={"body": (0,)})
+
+    body, head = variables()
+    multi = keras.optimizers.MultiOptimizer(lambda v: multi_sing if v.name == "body" else multi_adamw)
+    multi_sing, multi_adamw = sing(), keras.optimizers.AdamW(1e-2)
+    apply = _compiled_apply(multi, [body, head])
+    for grads in steps:
+        apply([keras.ops.convert_to_tensor(g) for g in grads])
+
+    body_alone, head_alone = variables()
+    alone_sing, alone_adamw = sing(), keras.optimizers.AdamW(1e-2)
+    for g_body, g_head in steps:
+        alone_sing.apply([keras.ops.convert_to_tensor(g_body)], [body_alone])
+        alone_adamw.apply([keras.ops.convert_to_tensor(g_head)], [head_alone])
+
+    assert int(to_numpy(multi_sing.skipped_steps)) == int(to_numpy(alone_sing.skipped_steps)) == 1
+    np.testing.assert_allclose(to_numpy(body), to_numpy(body_alone), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(head), to_numpy(head_alone), rtol=1e-6)
+    assert not np.allclose(to_numpy(body), 1.0)
+
+
 def test_swap_ema_weights_also_inside_a_loss_scale_optimizer():
     """`keras.callbacks.SwapEMAWeights` with an EMA host: evaluation on the
     EMA weights, which the model keeps at the end. Inside a
