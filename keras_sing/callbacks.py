@@ -26,7 +26,8 @@ def find_sing(optimizer):
     """The SING optimizer in `optimizer`: itself, or inside a wrapper.
 
     Follows `inner_optimizer` links, so a SING inside a
-    `LossScaleOptimizer` (what `mixed_float16` gives) is found.
+    `LossScaleOptimizer` (what `mixed_float16` gives) is found, and a
+    `MultiOptimizer`'s `optimizers` (the first SING among them).
 
     Args:
         optimizer: a Keras optimizer, or `None`.
@@ -48,9 +49,25 @@ def find_sing(optimizer):
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
           https://arxiv.org/abs/2305.15997), 2023.
     """
-    while optimizer is not None and not isinstance(optimizer, SING):
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return optimizer
+    sings = _sings_in(optimizer)
+    return sings[0] if sings else None
+
+
+def _sings_in(optimizer):
+    """Every SING in `optimizer`: itself, inside wrappers
+    (`inner_optimizer`) and among a `MultiOptimizer`'s `optimizers`."""
+    if optimizer is None:
+        return []
+    if isinstance(optimizer, SING):
+        return [optimizer]
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return _sings_in(inner)
+    return [
+        sing
+        for member in getattr(optimizer, "optimizers", None) or []
+        for sing in _sings_in(member)
+    ]
 
 
 def layer_of(path):
@@ -188,8 +205,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
     Raises:
         ValueError: `every_n_batches < 1`, `window < 1` or
             `min_growth <= 1`; at the start of training, if the model's
-            optimizer is not a SING (optionally inside a
-            `LossScaleOptimizer`).
+            optimizer is not a SING, or has none inside (a
+            `LossScaleOptimizer`, a `MultiOptimizer`).
 
     Examples:
         >>> import numpy as np
@@ -251,11 +268,12 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._watched = normalization_layer_paths(self.model)
-        self._sing = find_sing(self.model.optimizer)
-        if self._sing is None:
+        self._sings = _sings_in(self.model.optimizer)
+        if not self._sings:
             raise ValueError(
                 "GradientNormMonitor needs a model compiled with "
-                "keras_sing.SING (optionally inside a LossScaleOptimizer). "
+                "keras_sing.SING (or one inside a LossScaleOptimizer or a "
+                "MultiOptimizer). "
                 f"Received optimizer: {type(self.model.optimizer).__name__}."
             )
 
@@ -269,7 +287,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
             self._sample()
 
     def _sample(self):
-        pairs = self._sing.gradient_norm_variables
+        pairs = [p for sing in self._sings for p in sing.gradient_norm_variables]
         values = self._current_values([v for _, v in pairs])
         squares = {}
         for (path, _), value in zip(pairs, values, strict=True):
@@ -280,14 +298,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
         self._samples += 1
 
     def _current_values(self, variables):
-        # On JAX, fit keeps the state outside the variables between syncs.
-        state = getattr(self.model, "_jax_state", None)
-        if state and not getattr(self.model, "_jax_state_synced", True):
-            opt_values = state.get("optimizer_variables")
-            if opt_values is not None:
-                variables = self.model.optimizer.variables
-                index = {id(v): i for i, v in enumerate(variables)}
-                return [np.asarray(opt_values[index[id(v)]]) for v in variables]
+        # on JAX, `fit` keeps the state apart from the variables between
+        # syncs; reading `Callback.model` syncs it
+        _ = self.model
         return [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
 
     def on_epoch_end(self, epoch, logs=None):

@@ -122,6 +122,25 @@ def test_monitor_history_follows_the_run(tmp_path):
     assert fit(epochs=5, initial_epoch=3) == (5, 5, ["0", "1", "2", "3", "4"])  # resumed
 
 
+def test_monitor_reads_every_sing_of_a_multi_optimizer():
+    """A `MultiOptimizer` with SING on some layers: the monitor logs the
+    norms SING records, for those layers only."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(5, name="body"), keras.layers.LayerNormalization(name="ln"),
+         keras.layers.Dense(3, name="head")], name="m",
+    )
+    sing = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    model.compile(keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(sing, {"m/head/.*": keras.optimizers.AdamW(1e-2)})
+    ), "mse")
+    x = np.random.standard_normal((16, 4)).astype("float32")
+    history = model.fit(x, np.ones((16, 3), "float32"), batch_size=8, epochs=1, verbose=0,
+                        callbacks=[GradientNormMonitor(every_n_batches=1)])
+    assert sorted(k for k in history.history if k.startswith("grad_norm/")) == ["grad_norm/m/body", "grad_norm/m/ln"]
+    assert history.history["grad_norm/m/body"][0] > 0
+
+
 def test_monitor_needs_sing():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("adamw", "mse")
@@ -145,7 +164,7 @@ def test_norms_visible_during_fit_on_every_backend():
     class Spy(GradientNormMonitor):
         def _sample(self):
             super()._sample()
-            pairs = self._sing.gradient_norm_variables
+            pairs = opt.gradient_norm_variables
             seen.append(self._current_values([v for _, v in pairs]))
 
     x = np.random.standard_normal((8, 4)).astype("float32")
