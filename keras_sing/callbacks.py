@@ -287,7 +287,11 @@ class GradientNormMonitor(keras.callbacks.Callback):
             self._sample()
 
     def _sample(self):
-        pairs = [p for sing in self._sings for p in sing.gradient_norm_variables]
+        pairs = [
+            pair
+            for sing in self._sings
+            for pair in sing.gradient_norm_variables
+        ]
         values = self._current_values([v for _, v in pairs])
         squares = {}
         for (path, _), value in zip(pairs, values, strict=True):
