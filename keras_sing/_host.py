@@ -299,10 +299,7 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
                          learning_rate, lookahead_variables, slots)
         return
     seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
-    step, is_update = real_step(host, read(host._iterations))
-    first, sync = transforms.lookahead_flags(
-        step, sing.lookahead_steps, is_update
-    )
+    first, sync = lookahead_flags_for_step(sing)
     if not _SEEDED_AHEAD.get():
         _assign_when(
             host, first, seeded_slots,
@@ -339,11 +336,7 @@ def distributed_update_step(sing, host_distributed_update_step, distribution,
     if sing.lookahead and lookahead_per_variable():
         from keras_sing.backend import tensorflow as tf_backend
 
-        host = sing.inner_optimizer
-        step, is_update = real_step(host, read(host._iterations))
-        first, _ = transforms.lookahead_flags(
-            step, sing.lookahead_steps, is_update
-        )
+        first, _ = lookahead_flags_for_step(sing)
         variables, slots = lookahead_seed_pairs(sing)
         tf_backend.copy_on_every_device(
             distribution, first, [s.value for s in slots],
@@ -669,11 +662,7 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 
     flags = _LOOKAHEAD_FLAGS.get()
     if flags is None:
-        host = sing.inner_optimizer
-        step, is_update = real_step(host, read(host._iterations))
-        flags = torch_backend.read_flags(
-            transforms.lookahead_flags(step, sing.lookahead_steps, is_update)
-        )
+        flags = torch_backend.read_flags(lookahead_flags_for_step(sing))
     first, sync = flags
     weights = _torch_values(lookahead_variables)
     slow = _torch_values(slots)
@@ -776,11 +765,11 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
 
 def lookahead_flags_for_step(sing):
     """LookAhead's `(first, sync)` for the step about to run, as tensors,
-    where the host applies the gradients as given (no accumulation): its
-    real step is the micro-step counter + 1."""
+    from the host's micro-step counter (both false on a
+    gradient-accumulation micro-step)."""
     host = sing.inner_optimizer
-    step, _ = real_step(host, read(host._iterations))
-    return transforms.lookahead_flags(step, sing.lookahead_steps)
+    step, is_update = real_step(host, read(host._iterations))
+    return transforms.lookahead_flags(step, sing.lookahead_steps, is_update)
 
 
 @contextlib.contextmanager
