@@ -16,10 +16,9 @@ micro-step counter and its variable index; it calls the math of
 keras_sing reaches into Keras's private attributes.
 """
 
-import contextlib
-import contextvars
 import functools
 import sys
+import threading
 
 import keras
 from keras import ops
@@ -300,7 +299,7 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
         return
     seeded_variables, seeded_slots = lookahead_seed_pairs(sing)
     first, sync = lookahead_flags_for_step(sing)
-    if not _SEEDED_AHEAD.get():
+    if not _STEP.seeded_ahead:
         _assign_when(
             host, first, seeded_slots,
             lambda: transforms.lookahead_seed(
@@ -365,9 +364,9 @@ def lookahead_seed_pairs(sing):
 def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
     """The functional step's LookAhead seed (`S <- W` at the first real
     update), taken on the values given, ahead of the step: `(optimizer
-    values with the slow copies seeded, a context)`.
+    values with the slow copies seeded, the step's settings)`.
 
-    The step itself then does not seed (within the context). The values
+    The step itself then does not seed (within `step_settings`). The values
     are the same: the step writes no weight before its seed. The compiled
     program is not: seeded inside the step (a `cond` that reads every
     weight before the update overwrites it), XLA copies every weight out
@@ -376,7 +375,7 @@ def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
     with `on_nonfinite="ignore"`) is part of the predicate, so a skipped
     step seeds nothing."""
     if not sing.lookahead or lookahead_per_variable():
-        return optimizer_values, contextlib.nullcontext()
+        return optimizer_values, {}
     host = sing.inner_optimizer
     state = sing.variables
     counter = position(state, micro_step_counter(host))
@@ -395,16 +394,7 @@ def seed_lookahead_ahead(sing, optimizer_values, trainable_values, finite):
     optimizer_values = list(optimizer_values)
     for (j, _), value in zip(pairs, seeded, strict=True):
         optimizer_values[j] = value
-    return optimizer_values, _seeded_ahead()
-
-
-@contextlib.contextmanager
-def _seeded_ahead():
-    token = _SEEDED_AHEAD.set(True)
-    try:
-        yield
-    finally:
-        _SEEDED_AHEAD.reset(token)
+    return optimizer_values, {"seeded_ahead": True}
 
 
 def position(variables, variable):
@@ -602,6 +592,15 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
     from keras_sing.backend import torch as torch_backend
 
     index = [host._get_variable_index(v) for v in keras_vars]
+    # max|g| from the finiteness check (max|g| has g's dtype), where the
+    # gradient reaches the step in its variable's dtype (`like` casts the
+    # others: they are measured again)
+    checked = _STEP.maxima or {}
+    maxima = [checked.get(host._var_key(v)) for v in keras_vars]
+    maxima = [
+        m if m is not None and m.dtype == w.dtype else None
+        for m, w in zip(maxima, weights, strict=True)
+    ]
     grads = torch_backend.like(grads, weights)
     # t: the real step (torch runs this only on real updates, after the
     # host's accumulation cond), on the device: no synchronization
@@ -623,7 +622,7 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
         [axes if standardize else None for standardize, axes in plans],
         [standardize and sing.normalize for standardize, _ in plans],
         sing.epsilon,
-        maxima=_MAXIMA.get(),
+        maxima=maxima,
     )
     torch_backend.copy_into(
         _torch_values([sing._gradient_norms[i] for i in index]), norms
@@ -660,7 +659,7 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
     and can go on to the next step's work."""
     from keras_sing.backend import torch as torch_backend
 
-    flags = _LOOKAHEAD_FLAGS.get()
+    flags = _STEP.lookahead_flags
     if flags is None:
         flags = torch_backend.read_flags(lookahead_flags_for_step(sing))
     first, sync = flags
@@ -682,37 +681,71 @@ def _torch_lookahead(sing, host_backend_update_step, grads, variables,
 # ---------------------------------------------------------------------- #
 
 
-# The step's gradient statistics, computed ahead of it: set by
-# `finiteness_check` for the host's `update_step`s within the step.
-_STATISTICS = contextvars.ContextVar("keras_sing_statistics", default=None)
-# torch's batched step: the gradients' max|g| from the finiteness check,
-# `{id(tensor): max}`, which the step's norm scale reuses.
-_MAXIMA = contextvars.ContextVar("keras_sing_maxima", default=None)
-_SEEDED_AHEAD = contextvars.ContextVar("keras_sing_seeded_ahead", default=False)
-# torch's batched step: LookAhead's `(first, sync)` for the step, as Python
-# bools, read on the host with the finiteness flag by `finiteness_check`.
-_LOOKAHEAD_FLAGS = contextvars.ContextVar(
-    "keras_sing_lookahead_flags", default=None
-)
+class _StepSettings(threading.local):
+    """What the code ahead of a step hands to the step, per thread (under
+    `tf.distribute` replicas run in threads), set by `step_settings`. A
+    thread-local object rather than `contextvars`: `torch.compile` traces
+    its attributes, where a `ContextVar`'s `get` breaks the graph (and
+    inside the host's name scope, runs the whole step uncompiled). The
+    attributes are set in `__init__` (once per thread): dynamo mis-guards
+    a thread-local's class-level defaults."""
+
+    def __init__(self):
+        super().__init__()
+        # the step's gradient statistics, computed ahead of it by
+        # `finiteness_check` for the host's `update_step`s within the step
+        self.statistics = None
+        # torch's batched step: the gradients' max|g| from the finiteness
+        # check, `{variable key: max}`, which the norm scale reuses
+        self.maxima = None
+        # JAX's functional step: LookAhead's seed was taken ahead of it
+        self.seeded_ahead = False
+        # torch's batched step: LookAhead's `(first, sync)` for the step,
+        # as Python bools, read on the host with the finiteness flag by
+        # `finiteness_check`
+        self.lookahead_flags = None
+
+
+_STEP = _StepSettings()
+
+
+class step_settings:  # noqa: N801 (used as a function: `with ...(...)`)
+    """A context manager: `_STEP`'s attributes set to `settings` (what
+    `finiteness_check` and `seed_lookahead_ahead` return) for the duration
+    of the step, then put back. Built where it is entered: torch.compile
+    can enter it only there."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = {name: getattr(_STEP, name) for name in self.settings}
+        for name, value in self.settings.items():
+            setattr(_STEP, name, value)
+
+    def __exit__(self, *exc_info):
+        for name, value in self.previous.items():
+            setattr(_STEP, name, value)
+        return False
 
 
 def finiteness_check(sing, grads, variables, *, stateful=False):
-    """`(finite, context)`: whether no gradient holds a NaN or an inf, and
-    a context manager to run the step in.
+    """`(finite, settings)`: whether no gradient holds a NaN or an inf, and
+    what the step reads, to run it within `step_settings(**settings)`.
 
     Where the host applies the gradients as given (no accumulation,
     clipping or loss-scale factor), SING's standardization statistics
     (`transforms.standardization_statistics`: the unit mean and the scaled
     norm) are computed here, ahead of the step: their scaled norm tells
     whether a gradient holds a NaN or an inf, so the check needs no pass
-    of its own, and within `context` each `update_step` uses them instead
-    of computing them again. On torch's batched step the check's max|g|
-    (`backend.torch.max_abs`) plays that part: the step's norm scale
-    reuses it, and for a `stateful` step (`apply`, whose counter is the
-    variable's own) LookAhead's flags are read on the host with the
-    finiteness flag, in one synchronization: `finite` is then a Python
-    bool. Elsewhere the raw gradients are checked (`all_finite`) and
-    `context` does nothing."""
+    of its own, and within the settings each `update_step` uses them
+    instead of computing them again. On torch's batched step the check's
+    max|g| (`backend.torch.max_abs`) plays that part: the step's norm
+    scale reuses it; `finite` is read on the host (a Python bool), and for
+    a `stateful` step (`apply`, whose counter is the variable's own)
+    LookAhead's flags with it, in one synchronization. Elsewhere the raw
+    gradients are checked (`all_finite`) and the settings are empty."""
     host = sing.inner_optimizer
     transformed = (
         host.gradient_accumulation_steps
@@ -730,23 +763,29 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
     if batched and not (transformed or unknown):
         from keras_sing.backend import torch as torch_backend
 
-        if torch_backend.is_compiling():
-            # no id-keyed maxima and no host read inside torch.compile's
-            # graph: the raw gradients' check, then the step as eagerly
-            return all_finite(grads), contextlib.nullcontext()
-
-        maxima = torch_backend.max_abs(_torch_tensors(grads))
-        finite = torch_backend.all_finite(None, maxima)
-        if not (stateful and sing.lookahead):
-            return finite, _for_step((_MAXIMA, maxima))
+        tensors = _torch_tensors(grads)
+        maxima = torch_backend.max_abs(tensors)
+        finite = torch_backend.all_finite(maxima)
+        # by variable, for the step: keys that stay the same from step to
+        # step (a gradient's `id` would become a guard that every new
+        # gradient fails under torch.compile)
+        maxima = {
+            host._var_key(v): m
+            for v, m in zip(variables, maxima, strict=True)
+            if m is not None
+        }
+        # read on the host here, ahead of the host's `apply`, so the step
+        # has no read of its own: under torch.compile, a read inside the
+        # host's name scope would run the whole step uncompiled
+        lookahead = stateful and sing.lookahead
         finite, *flags = torch_backend.read_flags(
-            [finite, *lookahead_flags_for_step(sing)]
+            [finite, *(lookahead_flags_for_step(sing) if lookahead else ())]
         )
-        return finite, _for_step(
-            (_MAXIMA, maxima), (_LOOKAHEAD_FLAGS, tuple(flags))
-        )
+        if not lookahead:
+            return finite, {"maxima": maxima}
+        return finite, {"maxima": maxima, "lookahead_flags": tuple(flags)}
     if transformed or unknown:
-        return all_finite(grads), contextlib.nullcontext()
+        return all_finite(grads), {}
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
         if gradient is None:
@@ -760,7 +799,7 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
         )
     flags = [finite for _, _, finite in statistics.values()]
     finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
-    return finite, _for_step((_STATISTICS, statistics))
+    return finite, {"statistics": statistics}
 
 
 def lookahead_flags_for_step(sing):
@@ -770,20 +809,6 @@ def lookahead_flags_for_step(sing):
     host = sing.inner_optimizer
     step, is_update = real_step(host, read(host._iterations))
     return transforms.lookahead_flags(step, sing.lookahead_steps, is_update)
-
-
-@contextlib.contextmanager
-def _for_step(*settings):
-    """Each `(context_variable, value)` of `settings` set for the duration
-    of the step."""
-    tokens = [variable.set(value) for variable, value in settings]
-    try:
-        yield
-    finally:
-        for (variable, _), token in zip(
-            reversed(settings), reversed(tokens), strict=True
-        ):
-            variable.reset(token)
 
 
 def _torch_tensors(grads):
@@ -804,7 +829,7 @@ def _torch_tensors(grads):
 def statistics_for(host, variable):
     """The statistics `finiteness_check` computed for `variable`'s
     gradient in this step, or `None`."""
-    statistics = _STATISTICS.get()
+    statistics = _STEP.statistics
     if statistics is None:
         return None
     return statistics.get(host._var_key(variable))
@@ -816,7 +841,9 @@ def all_finite(grads):
     if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
         from keras_sing.backend import torch as torch_backend
 
-        return torch_backend.all_finite(_torch_tensors(grads))
+        return torch_backend.all_finite(
+            torch_backend.max_abs(_torch_tensors(grads))
+        )
     values = [None if g is None else backend_lib.values_of(g) for g in grads]
     return transforms.all_finite(values)
 

@@ -542,11 +542,11 @@ class SING(keras.optimizers.Optimizer):
         elif _host.in_tf_replica_context():
             _host.apply_per_replica_if_finite(self, grads, trainable_variables)
         else:
-            finite, context = _host.finiteness_check(
+            finite, settings = _host.finiteness_check(
                 self, grads, trainable_variables or self._trainable_variables,
                 stateful=True,
             )
-            with context:
+            with _host.step_settings(**settings):
                 backend_lib.cond(
                     finite,
                     lambda: host.apply(grads, trainable_variables),
@@ -637,9 +637,9 @@ class SING(keras.optimizers.Optimizer):
             optimizer_values, seeded = _host.seed_lookahead_ahead(
                 self, optimizer_values, trainable_values, None
             )
-            with seeded:
+            with _host.step_settings(**seeded):
                 return step(optimizer_values)
-        finite, context = _host.finiteness_check(
+        finite, settings = _host.finiteness_check(
             self, grads, self._trainable_variables
         )
         # LookAhead's seed, ahead of the step (the same values, and no copy
@@ -649,7 +649,7 @@ class SING(keras.optimizers.Optimizer):
         )
         # one decision for everything the step writes: all new values, or
         # all old ones
-        with context, seeded:
+        with _host.step_settings(**settings, **seeded):
             new_trainable, new_optimizer = backend_lib.cond(
                 finite,
                 lambda: step(optimizer_values),

@@ -47,15 +47,6 @@ def scalar_like(value, reference):
     )
 
 
-def is_compiling():
-    """Whether `torch.compile` is tracing the code that runs (there, a
-    tensor's `id` would become a guard that fails at every new gradient,
-    and recompile the step until dynamo gives up: `max_abs`'s map is not
-    built there, and `all_finite` and `standardize` take max|g| by
-    position)."""
-    return torch.compiler.is_compiling()
-
-
 def read_flags(flags):
     """Boolean scalar tensors as Python bools, in one device-to-host copy
     (one synchronization, however many flags)."""
@@ -75,45 +66,24 @@ def copy_into(targets, values):
     )
 
 
-class Maxima(dict):
-    """`{id(g): max|g|}` that holds the tensors `g` themselves: while it
-    lives, no other tensor can be given one of its ids (CPython reuses a
-    freed object's id at once, and a gradient converted for the check is
-    freed before the step converts it again)."""
-
-    def __init__(self, tensors, maxima):
-        super().__init__(
-            (id(g), m) for g, m in zip(tensors, maxima, strict=True)
-        )
-        self.tensors = tensors
-
-
 def max_abs(grads):
-    """`Maxima` of the non-empty tensors of `grads`: one `_foreach`
-    max-norm pass. `standardize` reuses these maxima for its scale when
-    given the same tensors."""
-    live = [g for g in grads if g is not None and g.numel()]
-    if not live:
-        return {}
-    return Maxima(live, _max_abs_by_position(live))
+    """max|g| of each tensor of `grads`, in order (None for a None or an
+    empty one): one `_foreach` max-norm pass. `all_finite` reads them, and
+    `standardize` reuses them for its scale."""
+    live = [i for i, g in enumerate(grads) if g is not None and g.numel()]
+    maxima = [None] * len(grads)
+    if live:
+        norms = torch._foreach_norm([grads[i] for i in live], ord=math.inf)
+        for i, m in zip(live, norms, strict=True):
+            maxima[i] = m
+    return maxima
 
 
-def _max_abs_by_position(tensors):
-    """max|g| of each non-empty tensor, in order: one `_foreach` pass."""
-    return list(torch._foreach_norm(tensors, ord=math.inf))
-
-
-def all_finite(grads, maxima=None):
-    """`transforms.all_finite` batched: one `_foreach` max-norm pass (none
-    given `maxima`, `max_abs(grads)`'s dict).
-
-    max|g| is NaN or inf exactly when `g` holds a NaN or an infinity (no
-    overflow, unlike the L2 norm); empty tensors are finite."""
-    if maxima is None:  # by position: no ids (a guard under torch.compile)
-        live = [g for g in grads if g is not None and g.numel()]
-        magnitudes = _max_abs_by_position(live) if live else []
-    else:
-        magnitudes = list(maxima.values())
+def all_finite(maxima):
+    """`transforms.all_finite` batched, from `max_abs`'s maxima (None
+    entries are finite): max|g| is NaN or inf exactly when `g` holds a NaN
+    or an infinity (no overflow, unlike the L2 norm)."""
+    magnitudes = [m for m in maxima if m is not None]
     if not magnitudes:
         return torch.tensor(True)
     stacked = torch.stack([m.float() for m in magnitudes])
@@ -171,7 +141,8 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
     `normalize[i]` whether to divide it by its norm. The norms are
     `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
     the raw gradient's max|g| (exact, no overflow, no underflow), taken
-    from `maxima` (`max_abs` of the same tensors) where it has them."""
+    from `maxima[i]` (`max_abs` of the same tensors) where it is given,
+    else computed (one pass for all that lack it)."""
     out = centralize_all(grads, axes)
     # ||g|| = 0 for an empty g; every other norm is computed below (no
     # zeros launched for them: on a GPU each would be a kernel)
@@ -184,13 +155,14 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
         return out, norms
     live = [out[i] for i in nonempty]
     # s = 2^floor(log2(max|G|)) ;  ||g|| = s * ||g / s||
-    if maxima is None:  # by position: no ids (a guard under torch.compile)
-        magnitudes = _max_abs_by_position([grads[i] for i in nonempty])
-    else:
-        maxima = dict(maxima)
-        missing = [grads[i] for i in nonempty if id(grads[i]) not in maxima]
-        maxima.update(max_abs(missing))
-        magnitudes = [maxima[id(grads[i])] for i in nonempty]
+    given = [None] * len(grads) if maxima is None else maxima
+    missing = max_abs(
+        [grads[i] if given[i] is None else None for i in nonempty]
+    )
+    magnitudes = [
+        m if given[i] is None else given[i]
+        for i, m in zip(nonempty, missing, strict=True)
+    ]
     scale, inverse = power_of_two_scale(magnitudes)
     live_norms = torch._foreach_mul(
         torch._foreach_norm(torch._foreach_mul(live, inverse)), scale
