@@ -29,7 +29,9 @@ Axes of the grid:
   `apply_gradients`), `jax_jit` (JAX: `jax.jit(opt.stateless_apply)`, the
   functional path that JAX's `fit` also takes), and `fit` (a representative
   subset, compiled: XLA on TF and JAX, plain on torch; not `torch.compile`,
-  too slow to compile here, see `FIT_PARAMS`).
+  too slow to compile here, see `FIT_PARAMS`: `tests/test_torch_fast_path.py`
+  has one `torch.compile` case, AdamW with LookAhead's seed, sync or neither
+  at the bad step).
 
 Under `LossScaleOptimizer` the loss-scale optimizer checks the gradients
 itself and never calls SING on a non-finite step. The contract there: the

@@ -328,3 +328,52 @@ def test_torch_compile_compiles_the_whole_step():
     ours = [reason for reason in counters["graph_break"] if "backward" not in reason]  # Keras's own break
     assert len(ours) == 1 and "tolist" in ours[0], ours
     assert int(opt.iterations) == 6
+
+
+class _StateRecorder(keras.callbacks.Callback):
+    """Every variable of the model and of its optimizer, before training
+    (`states[0]`) and after each batch (`states[t]` after step t)."""
+
+    def __init__(self):
+        super().__init__()
+        self.states = []
+
+    def on_train_begin(self, logs=None):
+        self.on_train_batch_end(None)
+
+    def on_train_batch_end(self, batch, logs=None):
+        variables = self.model.weights + self.model.optimizer.variables
+        self.states.append({v.path: to_numpy(v).copy() for v in variables})
+
+
+@pytest.mark.parametrize("bad_step", [1, 2, 3])  # LookAhead (k=2): seed at 1, sync at 2, neither at 3
+def test_torch_compile_skip_changes_nothing_and_matches_eager(bad_step):
+    """Under `torch.compile`, where the whole step is compiled, a step whose
+    gradients hold a NaN leaves every variable bit-identical but
+    `skipped_steps` (+1), and the steps around it give the eager path's
+    values."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 4)).astype("float32")
+    y = rng.standard_normal((16, 2)).astype("float32")
+    x[4 * (bad_step - 1)] = np.nan  # the batch of step `bad_step`
+    runs = {}
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2)
+        model.compile(opt, "mse", jit_compile=jit_compile)
+        recorder = _StateRecorder()
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
+        runs[jit_compile] = recorder.states
+    states = runs[True]
+    before, after = states[bad_step - 1], states[bad_step]
+    skipped = next(path for path in after if path.endswith("skipped_steps"))
+    assert (int(before[skipped]), int(after[skipped])) == (0, 1)
+    for path, value in after.items():
+        if path != skipped:
+            np.testing.assert_array_equal(value, before[path], err_msg=path)
+    for eager_state, compiled_state in zip(runs[False], states, strict=True):
+        # the same variables, in the same order (their paths are numbered apart)
+        for (path, value), eager in zip(compiled_state.items(), eager_state.values(), strict=True):
+            assert np.all(np.isfinite(value)), path
+            np.testing.assert_allclose(value, eager, rtol=1e-5, atol=1e-6, err_msg=path)
