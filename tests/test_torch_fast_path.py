@@ -286,6 +286,18 @@ def test_read_flags_reads_each_flag():
     assert torch_backend.read_flags([np.bool_(False)]) == (False,)
 
 
+def _compiled_model():
+    """A 2-layer model with SING(AdamW) under `torch.compile`, and 6
+    batches of 4 for it."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    model.compile(opt, "mse", jit_compile=True)
+    x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
+    y = np.random.default_rng(1).standard_normal((24, 2)).astype("float32")
+    return model, opt, x, y
+
+
 def test_torch_compile_does_not_recompile_at_every_step():
     """Under `torch.compile` (`jit_compile=True`), the step keys no map by
     a gradient's `id`: such a key becomes a guard that a new gradient
@@ -294,12 +306,7 @@ def test_torch_compile_does_not_recompile_at_every_step():
     and sync (step 5) have been compiled, later steps compile nothing."""
     from torch._dynamo.utils import counters
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
-    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
-    model.compile(opt, "mse", jit_compile=True)
-    x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
-    y = np.random.default_rng(1).standard_normal((24, 2)).astype("float32")
+    model, opt, x, y = _compiled_model()
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # steps 1-6
     graphs = counters["stats"]["unique_graphs"]
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # steps 7-12
@@ -316,12 +323,7 @@ def test_torch_compile_compiles_the_whole_step():
     the batched step, uncompiled."""
     from torch._dynamo.utils import counters
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
-    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
-    model.compile(opt, "mse", jit_compile=True)
-    x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
-    y = np.random.default_rng(1).standard_normal((24, 2)).astype("float32")
+    model, opt, x, y = _compiled_model()
     counters.clear()
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)  # seed (1) and sync (5)
     assert counters["frames"]["total"] == counters["frames"]["ok"]  # no frame left uncompiled
