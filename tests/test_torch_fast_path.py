@@ -286,13 +286,14 @@ def test_read_flags_reads_each_flag():
     assert torch_backend.read_flags([np.bool_(False)]) == (False,)
 
 
-def _compiled_model():
-    """A 2-layer model with SING(AdamW) under `torch.compile`, and 6
-    batches of 4 for it."""
+def _compiled_model(jit_compile=True, **sing_kwargs):
+    """A 2-layer model with SING(AdamW, **sing_kwargs), compiled by
+    `torch.compile` (or eager, `jit_compile=False`), and 6 batches of 4
+    for it."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
-    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
-    model.compile(opt, "mse", jit_compile=True)
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), **sing_kwargs)
+    model.compile(opt, "mse", jit_compile=jit_compile)
     x = np.random.default_rng(0).standard_normal((24, 4)).astype("float32")
     y = np.random.default_rng(1).standard_normal((24, 2)).astype("float32")
     return model, opt, x, y
@@ -354,16 +355,10 @@ def test_torch_compile_skip_changes_nothing_and_matches_eager(bad_step):
     gradients hold a NaN leaves every variable bit-identical but
     `skipped_steps` (+1), and the steps around it give the eager path's
     values."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((16, 4)).astype("float32")
-    y = rng.standard_normal((16, 2)).astype("float32")
-    x[4 * (bad_step - 1)] = np.nan  # the batch of step `bad_step`
     runs = {}
     for jit_compile in (False, True):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
-        opt = keras_sing.SING(keras.optimizers.AdamW(1e-2), lookahead_steps=2)
-        model.compile(opt, "mse", jit_compile=jit_compile)
+        model, _, x, y = _compiled_model(jit_compile, lookahead_steps=2)
+        x[4 * (bad_step - 1)] = np.nan  # the batch of step `bad_step`
         recorder = _StateRecorder()
         model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
         runs[jit_compile] = recorder.states
