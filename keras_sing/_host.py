@@ -95,8 +95,8 @@ def fan_in_axes(model):
     layer, as the published PyTorch optimizer centralizes the same layer
     (one mean per output unit of `Dense`/convolution kernels, per filter
     of depthwise kernels, per row of embedding tables, over the contracted
-    axes of `EinsumDense`/attention kernels, none for biases and
-    normalization layers; the full table is in the algorithm page,
+    axes of `EinsumDense`/attention kernels, none for biases and 1-D
+    normalization scales; the full table is in the algorithm page,
     docs/algorithm.md). `fit` finds these rules by itself; pass them in
     custom loops (`apply_gradients`, `stateless_apply`), where SING sees
     variables but no model. Variables of layers the table does not know

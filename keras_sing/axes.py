@@ -115,8 +115,13 @@ def layer_centralize_axes(layer, variable):
         # the table (vocab, dim), per row; KerasHub's untied output
         # projection `reverse_embeddings` (dim, vocab) is a Linear
         return per_row(ndim) if name == "embeddings" else all_but_last(ndim)
-    if is_normalization(layer) or isinstance(layer, layers.PReLU):
-        return None  # 1-D in PyTorch, whatever the Keras shape
+    if is_normalization(layer):
+        # over several axes (`LayerNormalization(axis=[-2, -1])`), the
+        # scale and offset have the normalized shape, as PyTorch's
+        # `LayerNorm(normalized_shape)` weight: centralized over dims 1..
+        return per_row(ndim)
+    if isinstance(layer, layers.PReLU):
+        return None  # 1-D in PyTorch (one slope per channel)
     if isinstance(layer, _LINEAR_LAYERS) or type(layer).__name__ in (
         _LINEAR_CELLS
     ):

@@ -106,8 +106,8 @@ class SING(keras.optimizers.Optimizer):
             (docs/algorithm.md has the table: one mean per output unit of
             `Dense`/convolution kernels, per filter of depthwise kernels,
             per row of embedding tables, over the contracted axes of
-            `EinsumDense`/attention kernels, none for biases and
-            normalization layers). SING reads the layers of the model that
+            `EinsumDense`/attention kernels, none for biases and 1-D
+            normalization scales). SING reads the layers of the model that
             builds it (`fit`, `train_on_batch`, `load_model`); in a custom
             loop, where it sees only variables, pass
             `keras_sing.fan_in_axes(model)`, or SING guesses from each

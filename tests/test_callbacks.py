@@ -28,9 +28,16 @@ def test_recorded_norms_match_oracle():
     centered = gk - gk.mean(axis=0, keepdims=True)
     np.testing.assert_allclose(norms[k.path], np.linalg.norm(centered), rtol=1e-5)
     np.testing.assert_allclose(norms[g.path], np.linalg.norm(gg), rtol=1e-5)  # raw: excluded
-    # the standardized step used that norm: the oracle agrees
+    # the step divides by that norm: with SGD(1), the kernel moves by the
+    # oracle's standardized gradient
+    moved = keras.Variable(np.zeros((4, 3), "float32"), name="kernel")
+    sgd = keras_sing.SING(keras.optimizers.SGD(1.0), lookahead=False)
+    sgd.apply([gk], [moved])
     np.testing.assert_allclose(
-        np.linalg.norm(reference.standardize(gk, (0,))), 1.0, rtol=1e-6
+        -to_numpy(moved), reference.standardize(gk, (0,)), rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        sgd.gradient_norms()[moved.path], np.linalg.norm(centered), rtol=1e-5
     )
 
 

@@ -24,6 +24,8 @@ def run_example(module_name, tmp_path, *args):
     payload = json.loads((out / "metrics.json").read_text())
     assert (out / "curves.png").stat().st_size > 1000
     assert [r["optimizer"] for r in payload["results"]] == [r["optimizer"] for r in results]
+    if "--compare" in args:
+        assert [r["optimizer"] for r in payload["results"]] == ["adamw", "sing"]
     for r in payload["results"]:
         assert np.isfinite(r["final_train_loss"])
         assert not r["nan_loss"]
@@ -43,15 +45,25 @@ def test_resnet_kerashub_compare_offline_digits(tmp_path):
     assert payload["config"]["data_source"].startswith("scikit-learn digits")
 
 
-def test_resnet_cifar100_falls_back_offline(tmp_path, monkeypatch):
+def test_resnet_cifar100_falls_back_offline(monkeypatch):
+    """Without a network, `--data cifar100` (the default outside smoke
+    mode, which uses digits) tries CIFAR-100 once, then says so and loads
+    scikit-learn's digits."""
     import keras
 
+    calls = []
+
     def offline(*args, **kwargs):
+        calls.append(args)
         raise Exception("URL fetch failure: no network")
 
     monkeypatch.setattr(keras.datasets.cifar100, "load_data", offline)
-    payload = run_example("resnet_classification", tmp_path, "--optimizer", "sing")
-    assert payload["config"]["data_source"].startswith("scikit-learn digits")
+    resnet = importlib.import_module("resnet_classification")
+    train, test, num_classes, source = resnet.load_data("cifar100", 0, 64)
+    assert len(calls) == 1
+    assert source.startswith("scikit-learn digits")
+    assert num_classes == 10
+    assert train[0].shape == (64, 32, 32, 3) and len(test[0]) > 0
 
 
 def test_resnet_kerascv_backbone(tmp_path):

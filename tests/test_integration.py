@@ -174,15 +174,29 @@ def test_swap_ema_weights_also_inside_a_loss_scale_optimizer():
     differs between the two compiled programs."""
     x, y = dataset(32)
 
+    class RawWeights(keras.callbacks.Callback):
+        """Ahead of SwapEMAWeights: the trained (not averaged) weights at
+        the last epoch's end."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights = [to_numpy(w) for w in self.model.trainable_weights]
+
     def run(wrap):
         model = small_model(attention=False)
         optimizer = keras_sing.SING(keras.optimizers.AdamW(1e-2, use_ema=True, ema_momentum=0.9))
         compile_(model, wrap(optimizer))
+        raw = RawWeights()
         history = model.fit(
             x, y, batch_size=BATCH, epochs=2, verbose=0, validation_data=(x, y),
-            callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)],
+            callbacks=[raw, keras.callbacks.SwapEMAWeights(swap_on_epoch=True)],
         )
         averages = [to_numpy(v) for v in optimizer.inner_optimizer._model_variables_moving_average]
+        # the last validation ran on the weights the model ends on: the EMA
+        np.testing.assert_allclose(
+            model.evaluate(x, y, batch_size=BATCH, verbose=0), history.history["val_loss"][-1], rtol=1e-5
+        )
+        final = [to_numpy(w) for w in model.trainable_weights]
+        assert any(not np.allclose(a, b) for a, b in zip(final, raw.weights, strict=True))
         return weights(model), history.history["val_loss"], averages
 
     inside, val_inside, averages = run(keras.optimizers.LossScaleOptimizer)

@@ -250,6 +250,13 @@ def layer_twins(layer, overrides):
             put(reverse_embedding, "reverse_embeddings")
     elif isinstance(layer, L.PReLU):  # torch nn.PReLU: (num_parameters,)
         put(vector, "alpha")
+    elif kind in ("LayerNormalization", "RMSNormalization"):
+        # torch LayerNorm/RMSNorm(normalized_shape): weights of the
+        # normalized shape, 2-D and more over several axes (1-D: `vector`)
+        for name in ("gamma", "beta", "scale"):
+            v = _attr(layer, name)
+            if v is not None and len(v.shape) >= 2:
+                named[id(v)] = parameter
     elif kind == "PositionEmbedding":  # KerasHub; HF BERT/GPT-2: nn.Embedding
         put(embedding, "position_embeddings")
     elif kind == "ViTPatchingAndEmbedding":  # KerasHub ViT
@@ -621,6 +628,18 @@ LAYER_CASES = [
         lambda: L.LayerNormalization(name="t"),
         (3, 5),
         {"t": {"gamma": vector, "beta": vector}},
+    ),
+    _case(
+        "layer_normalization_over_two_axes",  # torch LayerNorm((3, 5))
+        lambda: L.LayerNormalization(axis=[-2, -1], name="t"),
+        (3, 5),
+        {"t": {"gamma": parameter, "beta": parameter}},
+    ),
+    _case(
+        "rms_normalization_over_two_axes",  # torch RMSNorm((3, 5))
+        lambda: L.RMSNormalization(axis=[-2, -1], name="t"),
+        (3, 5),
+        {"t": {"scale": parameter}},
     ),
     _case(
         "batch_normalization",

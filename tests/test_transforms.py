@@ -47,11 +47,13 @@ def test_standardize_matches_oracle(shape, dtype):
 @pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e-6, 1.0, 1e6, 1e20, 1e30])
 def test_standardize_extreme_scales_match_oracle(scale):
     """float32 gradients from 1e-30 to 1e30: finite, and equal to the
-    formula g / (||g|| + eps) computed in float64 (no overflow of the sum of
-    squares at 1e30, no underflow at 1e-30)."""
+    formula g / ||g|| computed in float64 (no overflow of the sum of
+    squares at 1e30, no underflow at 1e-30). Epsilon is 0: at 1e-20 and
+    below, 1e-8 would swamp the norm, and a norm that underflowed to 0
+    would pass unseen."""
     g = (np.random.standard_normal((16, 8)) * scale).astype("float32")
-    expected = reference.standardize(g.astype(np.float64), (0,))
-    out = to_numpy(transforms.standardize(g, (0,), 1e-8))
+    expected = reference.standardize(g.astype(np.float64), (0,), eps=0.0)
+    out = to_numpy(transforms.standardize(g, (0,), 0.0))
     assert np.all(np.isfinite(out))
     assert_close(out, expected, rtol=1e-5)
 
@@ -83,10 +85,18 @@ def test_standardize_empty_tensor():
 
 
 def test_float16_norm_is_computed_in_float32():
-    # sum(300^2 * 64) overflows float16 (max 65504); the result must not.
-    g = np.full((8, 8), 300.0, "float16")
-    g[0, 0] = -300.0
-    out = to_numpy(keras.ops.cast(transforms.standardize(g, None, 1e-8), "float32"))
+    """A float16 gradient's norm is computed and returned in float32: to
+    float32's precision (float16's would be ~1e-3 off), and where the sum
+    of squares overflows float16 (max 65504)."""
+    g = (np.random.default_rng(0).standard_normal((8, 8)) * 300.0).astype(
+        "float16"
+    )
+    out, norm = transforms.standardize_with_norm(g, None, 1e-8)
+    assert keras.backend.standardize_dtype(norm.dtype) == "float32"
+    np.testing.assert_allclose(
+        to_numpy(norm), np.linalg.norm(g.astype(np.float64)), rtol=1e-6
+    )
+    out = to_numpy(keras.ops.cast(out, "float32"))
     assert np.all(np.isfinite(out))
     assert_close(out, reference.standardize(g.astype(np.float64), ()), rtol=1e-2)
 

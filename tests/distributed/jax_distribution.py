@@ -38,10 +38,16 @@ def train(distribution=None, jit_compile="auto"):
     opt = keras_sing.SING(keras.optimizers.AdamW(5e-2, weight_decay=1e-2), lookahead_steps=3)
     model.compile(optimizer=opt, loss="mse", jit_compile=jit_compile)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    sharding = {v.path: str(v.value.sharding) for v in model.weights}
+    # each weight's partition spec, e.g. [None, "model"] (None on one device)
+    sharding = {v.path: _spec(v.value.sharding) for v in model.weights}
     weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.weights]
     keras.distribution.set_distribution(None)
     return weights, sharding
+
+
+def _spec(sharding):
+    spec = getattr(sharding, "spec", None)
+    return None if spec is None else list(spec)
 
 
 def initial_weights():
@@ -72,6 +78,7 @@ def main():
         "data_parallel": max_rel(data_parallel, single),
         "model_parallel": max_rel(model_parallel, single),
         "dense_1_kernel_sharding": sharding["sequential/dense_1/kernel"],
+        "dense_0_kernel_sharding": sharding["sequential/dense_0/kernel"],
         "moved_from_init": max_rel(single, initial_weights()),
     }))
 

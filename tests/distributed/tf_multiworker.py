@@ -237,6 +237,9 @@ def main():
             "multiworker_nan_batch_vs_without": max_rel(
                 stored(first, "nan"), single_without
             ),
+            "multiworker_nan_batch_vs_without_second": max_rel(
+                stored(second, "nan"), single_without
+            ),
             "workers_agree": max_rel(
                 stored(second, "clean"), stored(first, "clean")
             ),
