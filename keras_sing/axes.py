@@ -241,8 +241,8 @@ def guess_centralize_axes(variable):
     Public as `keras_sing.default_centralize_axes`. SING uses it in a
     custom loop without `centralize_axes` (no model in sight), and for a
     custom layer's own weights; it warns for the variables where the guess
-    may be wrong (rank 3 and more, 2-D non-kernels). From the variable's
-    rank and name:
+    may be wrong (rank 3 and more; 2-D biases and normalization scales).
+    From the variable's rank and name:
 
     - ndim <= 1 (biases, norm scales, scalars): `None`, no centralization;
     - a variable named `embeddings`: all axes but the first, one mean per
@@ -293,9 +293,15 @@ default_centralize_axes = guess_centralize_axes
 def is_guess_certain(variable):
     """Whether `guess_centralize_axes` is all but sure, whatever the layer:
     1-D variables, and 2-D ones (linear maps `(in, out)`, embedding
-    tables) but for 2-D biases (`EinsumDense`'s `(heads, head_dim)`)."""
+    tables) but for 2-D biases (`EinsumDense`'s `(heads, head_dim)`) and
+    2-D normalization scales and offsets (a `LayerNormalization` over two
+    axes, centralized per row)."""
     ndim = len(variable.shape)
-    return ndim <= 1 or (ndim == 2 and variable.name != "bias")
+    return ndim <= 1 or (ndim == 2 and variable.name not in _NOT_LINEAR_2D)
+
+
+# 2-D variables of these names are not `(in, out)` linear maps.
+_NOT_LINEAR_2D = ("bias", "gamma", "beta", "scale")
 
 
 def rules_from_layers(variables, layer_of):

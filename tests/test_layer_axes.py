@@ -996,6 +996,20 @@ def test_custom_loop_without_a_model_warns_about_ambiguous_variables():
     assert "mha/query/kernel" in text, text
 
 
+def test_custom_loop_warns_about_two_axis_normalization_scales():
+    """A LayerNormalization over two axes: its (3, 5) scale and offset are
+    centralized per row, where the rank-and-name guess would take all axes
+    but the last; without `fan_in_axes(model)`, SING says so."""
+    model = single_layer(
+        lambda: L.LayerNormalization(axis=[-2, -1], name="t"), (3, 5)
+    )[0]()
+    opt = keras_sing.SING(keras.optimizers.SGD(LR), lookahead=False)
+    with pytest.warns(UserWarning) as record:
+        _custom_loop(opt, model)
+    text = "\n".join(str(w.message) for w in record)
+    assert "t/gamma" in text and "t/beta" in text, text
+
+
 def test_conv_lstm_cells_weights_are_convolutions_without_a_guess():
     """ConvLSTM's weights belong to its (unexported) `ConvLSTMCell`: kernel
     `(*k, in, 4 filters)` and recurrent kernel `(*k, filters, 4 filters)`
