@@ -290,6 +290,10 @@ def guess_centralize_axes(variable):
 default_centralize_axes = guess_centralize_axes
 
 
+# 2-D variables of these names are not `(in, out)` linear maps.
+_NOT_LINEAR_2D = ("bias", "gamma", "beta", "scale")
+
+
 def is_guess_certain(variable):
     """Whether `guess_centralize_axes` is all but sure, whatever the layer:
     1-D variables, and 2-D ones (linear maps `(in, out)`, embedding
@@ -299,9 +303,6 @@ def is_guess_certain(variable):
     ndim = len(variable.shape)
     return ndim <= 1 or (ndim == 2 and variable.name not in _NOT_LINEAR_2D)
 
-
-# 2-D variables of these names are not `(in, out)` linear maps.
-_NOT_LINEAR_2D = ("bias", "gamma", "beta", "scale")
 
 
 def rules_from_layers(variables, layer_of):
