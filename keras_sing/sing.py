@@ -24,6 +24,16 @@ from keras_sing import backend as backend_lib
 # fused torch classes Keras swaps in).
 _ADAM_FAMILY = (keras.optimizers.Adam,)
 
+
+def _takes_adam_step(host):
+    """Whether SING replaces `host`'s update by the published Adam step
+    (4): an Adam/AdamW whose `update_step` is Keras's own. A subclass that
+    overrides it keeps its own step, as any other host."""
+    return (
+        isinstance(host, _ADAM_FAMILY)
+        and type(host).update_step is keras.optimizers.Adam.update_step
+    )
+
 # What a step with a NaN or inf gradient does (`on_nonfinite`).
 _NONFINITE_MODES = ("skip", "raise", "ignore")
 
@@ -92,7 +102,8 @@ class SING(keras.optimizers.Optimizer):
             code. `None` turns it on for `Adam`/`AdamW` hosts and off for the
             rest; `True` with another host raises. `Adam`/`AdamW` hosts always
             take (4) on their own slots (the host's `epsilon` is not used);
-            other hosts take their own update on the standardized gradient.
+            other hosts, and `Adam` subclasses that override `update_step`,
+            take their own update on the standardized gradient.
             Defaults to `None`.
         softplus_beta: `beta` of (4), > 0. Defaults to `50.0`.
         lookahead: whether to apply (5). Defaults to `True`.
@@ -101,7 +112,8 @@ class SING(keras.optimizers.Optimizer):
         lookahead_alpha: `alpha` of (5), in (0, 1]. Defaults to `0.5`.
         centralize_axes: override of (1)'s axes: a callable `variable ->
             tuple of axes or None`, or a dict `{regex: axes or None}` searched
-            in `variable.path` (first match wins, others get the default).
+            in `variable.path` (first match wins, others get the default;
+            a regex found in no path warns once, at `build`).
             The default is the published fan-in of each variable's layer
             (docs/algorithm.md has the table: one mean per output unit of
             `Dense`/convolution kernels, per filter of depthwise kernels,
@@ -120,6 +132,7 @@ class SING(keras.optimizers.Optimizer):
             unchanged (the rest of the recipe still applies): a regex or list
             of regexes searched in `variable.path`, or a callable `variable
             -> bool`. Typical: LayerNorm scales, `exclude=r"layer_norm"`.
+            A regex found in no variable's path warns once, at `build`.
             Defaults to `None`.
         on_nonfinite: what a step whose gradients hold a NaN or an infinity
             does. `"skip"`: skip it whole (weights, host state: moments,
@@ -227,12 +240,13 @@ class SING(keras.optimizers.Optimizer):
         softplus_beta = _positive_float("softplus_beta", softplus_beta)
         _check_lookahead(lookahead_steps, lookahead_alpha)
         _check_choice("softplus", softplus, (None, True, False))
-        if softplus and not isinstance(host, _ADAM_FAMILY):
+        if softplus and not _takes_adam_step(host):
             raise ValueError(
                 "Argument `softplus=True` needs a host with Adam's "
                 "second-moment denominator: keras.optimizers.Adam or "
                 f"keras.optimizers.AdamW. Received a {type(host).__name__} "
-                "host; use softplus=None or False with it."
+                "host (a subclass that overrides `update_step` keeps its "
+                "own step); use softplus=None or False with it."
             )
         _check_choice("on_nonfinite", on_nonfinite, _NONFINITE_MODES)
         _check_choice(
@@ -259,7 +273,7 @@ class SING(keras.optimizers.Optimizer):
         self.on_nonfinite = on_nonfinite
         self.weight_decay_mode = weight_decay_mode
         # Adam-family hosts get the published Adam step (4); others their own.
-        self._published_adam = isinstance(host, _ADAM_FAMILY)
+        self._published_adam = _takes_adam_step(host)
         self._softplus = self._published_adam if softplus is None else softplus
         _host.take_over(self, host)
 
@@ -292,6 +306,8 @@ class SING(keras.optimizers.Optimizer):
             >>> opt.built, len(opt.variables)
             (True, 7)
         """
+        if self.built:
+            return  # as Keras's own optimizers: built once, for one list
         var_list = list(var_list)
         # created outside a tf.function being traced, so that it is traced
         # once (see backend.state_creation_scope)
@@ -313,11 +329,14 @@ class SING(keras.optimizers.Optimizer):
             self._plan(v, layer_rules, guessed, degenerate) for v in var_list
         )
         _warn_about(guessed, degenerate, found_model=bool(layer_rules))
+        _warn_about_unmatched(self.exclude, self.centralize_axes, var_list)
         if self.lookahead:
             self._slow_weights = tuple(
                 None
                 if getattr(v, "overwrite_with_gradient", False)
-                else self.add_variable_from_reference(v, name="lookahead_slow")
+                else self.add_variable_from_reference(
+                    v, name="lookahead_slow", initializer=_copy_of(v)
+                )
                 for v in var_list
             )
         # ||g|| of each variable's last real update, which SING computes
@@ -1179,6 +1198,56 @@ def _positive_float(name, value):
             f"{name}={value!r}"
         )
     return float(value)
+
+
+def _copy_of(variable):
+    """An initializer that copies `variable`'s value when SING is built.
+
+    LookAhead's slow copy `S` is taken again at the host's first update
+    (0), so that weights loaded after `compile` are the ones it starts
+    from. Starting it at the weights as well (as the published LookAhead
+    does, at construction) covers a host that stepped before SING was
+    built (`compile(optimizer=SING(model.optimizer))` after a first `fit`),
+    whose first update is past: its first sync would otherwise pull the
+    weights towards zeros."""
+
+    def initializer(shape, dtype=None):
+        return ops.copy(variable.value)
+
+    return initializer
+
+
+def _unmatched(rule, paths):
+    """The regexes of an `exclude`/`centralize_axes` rule (a string, a
+    list or a dict's keys) that are found in none of `paths`."""
+    if rule is None or callable(rule):
+        return []
+    patterns = [rule] if isinstance(rule, str) else list(rule)
+    return [p for p in patterns if not any(re.search(p, x) for x in paths)]
+
+
+def _warn_about_unmatched(exclude, centralize_axes, variables):
+    """Warns once per build about regexes that select no variable: a typo
+    or another model's layer names would otherwise change nothing,
+    silently."""
+    paths = [_host.path_of(v) for v in variables]
+    if not paths:
+        return
+    for name, rule, effect in (
+        ("exclude", exclude, "exclude nothing"),
+        ("centralize_axes", centralize_axes, "set no axes"),
+    ):
+        unmatched = _unmatched(rule, paths)
+        if unmatched:
+            warnings.warn(
+                f"SING's `{name}` regexes {unmatched} are found in none of "
+                f"the paths of the {len(paths)} variables it was built with "
+                f"(e.g. {paths[:3]}), so they {effect}. The regexes are "
+                "searched in `variable.path`; "
+                "`keras_sing.callbacks.exclude_regex(layer_path)` gives one "
+                "that selects exactly one layer's variables.",
+                stacklevel=3,
+            )
 
 
 def _check_rule(name, rule, accepted):

@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -200,3 +201,60 @@ def test_variables_are_host_then_own():
     own = names[len(host):]
     assert [n.endswith("lookahead_slow") for n in own] == [True] * 2 + [False] * 3
     assert own[2:] == ["gradient_norm"] * 2 + ["skipped_steps"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, warned",
+    [
+        (dict(exclude=r"layer_norm"), "`exclude` regexes ['layer_norm']"),
+        (dict(exclude=["dense_1/", "ln_1"]), "`exclude` regexes ['ln_1']"),
+        (dict(centralize_axes={"kernal": (0,), "dense_1/kernel": None}), "`centralize_axes` regexes ['kernal']"),
+        (dict(exclude="bias$", centralize_axes={"kernel": (0,)}), None),
+        (dict(exclude=lambda v: False), None),
+    ],
+)
+def test_regexes_that_select_no_variable_warn_once_at_build(kwargs, warned):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="dense_0"), keras.layers.Dense(2, name="dense_1")])
+    opt = keras_sing.SING(keras.optimizers.SGD(0.1), **kwargs)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        opt.build(model.trainable_variables)
+    unmatched = [str(w.message) for w in record if "found in none of" in str(w.message)]
+    if warned is None:
+        assert unmatched == []
+        return
+    assert len(unmatched) == 1 and warned in unmatched[0]
+    assert "dense_0/kernel" in unmatched[0] and "exclude_regex(layer_path)" in unmatched[0]
+    # the regexes that match still apply
+    standardized = {v.path.split("/", 1)[1]: plan[0] for v, plan in zip(model.trainable_variables, opt._plans, strict=True)}
+    assert standardized["dense_1/kernel"] is ("exclude" not in kwargs or kwargs["exclude"] == r"layer_norm")
+    assert standardized["dense_0/kernel"]
+
+
+class _SignAdam(keras.optimizers.Adam):
+    """An Adam subclass with a step of its own."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        variable.assign(variable - keras.ops.cast(learning_rate, variable.dtype) * keras.ops.sign(gradient))
+
+
+def test_adam_subclass_with_its_own_step_keeps_it():
+    """SING replaces the update of Keras's own Adam/AdamW by the published
+    step; a subclass that overrides `update_step` keeps its own (identity
+    config: SING's options off), and `softplus=True` refuses it."""
+    grads = [keras.ops.convert_to_tensor(np.random.standard_normal((3, 2)).astype("float32")) for _ in range(3)]
+
+    def run(wrap):
+        w = keras.Variable(np.ones((3, 2), "float32"), name="w")
+        opt = _SignAdam(0.1)
+        if wrap:
+            opt = keras_sing.SING(opt, centralize=False, normalize=False, lookahead=False, on_nonfinite="ignore", weight_decay_mode="host")
+        for g in grads:
+            opt.apply_gradients([(g, w)])
+        return keras.ops.convert_to_numpy(w)
+
+    expected = 1.0 - 0.1 * sum(np.sign(keras.ops.convert_to_numpy(g)) for g in grads)
+    np.testing.assert_allclose(run(wrap=False), expected, rtol=1e-6)
+    np.testing.assert_array_equal(run(wrap=True), run(wrap=False))
+    with pytest.raises(ValueError, match="overrides `update_step`"):
+        keras_sing.SING(_SignAdam(0.1), softplus=True)

@@ -437,6 +437,61 @@ def test_lookahead_seeds_variables_whose_first_gradient_comes_later(host):
     assert np.abs(b - 10.0).max() < 0.1  # the old seed (zero) halved it
 
 
+
+@pytest.mark.parametrize("host", ["adamw", "sgd"])
+def test_lookahead_starts_at_the_weights_when_the_host_stepped_before(host):
+    """A host that stepped before SING was built (its first update, where
+    LookAhead's slow copy is seeded, is past) starts LookAhead from the
+    weights at build, not from zeros. Oracle: the host's own step, then
+    SING's step without LookAhead, then `W <- W1 + alpha (W' - W1)` at the
+    sync (the host's step 2, with k=2)."""
+    rng = np.random.default_rng(0)
+    grads = [tensor(rng.standard_normal((3, 2))) for _ in range(2)]
+    make_host = {"adamw": lambda: keras.optimizers.AdamW(1e-2), "sgd": lambda: keras.optimizers.SGD(0.1, momentum=0.9)}[host]
+
+    def run(**options):
+        w = keras.Variable(np.ones((3, 2), "float32"), name="w")
+        inner = make_host()
+        inner.apply_gradients([(grads[0], w)])  # the host's step 1, alone
+        after_host = to_numpy(w)
+        keras_sing.SING(inner, lookahead_steps=2, **options).apply_gradients([(grads[1], w)])
+        return after_host, to_numpy(w)
+
+    (w1, w), (_, w_fast) = run(), run(lookahead=False)
+    np.testing.assert_allclose(w, w1 + 0.5 * (w_fast - w1), rtol=1e-6)
+    assert np.abs(w - 1.0).max() < 0.1  # a zero slow copy halved it
+
+
+def test_sing_of_an_already_trained_model_optimizer_keeps_the_weights():
+    """`compile(optimizer=SING(model.optimizer))` after a first `fit`: with a
+    learning rate of 0, SING's steps, LookAhead's syncs included, leave
+    every weight as the first `fit` left it."""
+    x = np.random.standard_normal((16, 3)).astype("float32")
+    y = np.random.standard_normal((16, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss="mse")
+    model.fit(x, y, batch_size=8, verbose=0)
+    model.optimizer.learning_rate = 0.0
+    trained = [to_numpy(w) for w in model.weights]
+    model.compile(optimizer=keras_sing.SING(model.optimizer, lookahead_steps=2), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # syncs at steps 4 and 6
+    for before, w in zip(trained, model.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(w), before)
+
+
+def test_build_twice_is_a_no_op():
+    """As Keras's own optimizers: a second `build` (a LossScaleOptimizer
+    built around a built SING) keeps SING's state and its variables."""
+    w = keras.Variable(np.ones((3, 2), "float32"), name="w")
+    opt = keras_sing.SING(keras.optimizers.SGD(0.1), lookahead_steps=2)
+    opt.apply_gradients([(tensor(np.ones((3, 2))), w)])
+    state = [(id(v), to_numpy(v)) for v in opt.variables]
+    opt.build([w])
+    keras.optimizers.LossScaleOptimizer(opt).build([w])
+    assert [id(v) for v in opt.variables] == [i for i, _ in state]
+    for (_, value), v in zip(state, opt.variables, strict=True):
+        np.testing.assert_array_equal(to_numpy(v), value)
+
 def test_variables_added_after_the_first_step():
     """Unfreezing a layer after training adds trainable variables. As with
     Keras's own optimizers, the built optimizer refuses them with an error
