@@ -283,6 +283,7 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     runs per variable in the strategy's cross-replica update, so there
     `update_step` does LookAhead per variable instead, after the seed of
     all of them (`distributed_update_step`)."""
+    _check_applied_through(sing)
     if not sing.lookahead or lookahead_per_variable():
         host_backend_update_step(grads, variables, learning_rate)
         return
@@ -322,6 +323,18 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     _assign_when(host, sync, lookahead_variables + slots, synced)
 
 
+def _check_applied_through(sing):
+    """A host applied on its own, before its SING is built, would reach
+    SING's step with no SING state: say so, rather than fail inside."""
+    if not sing.built:
+        raise RuntimeError(
+            f"This {type(sing.inner_optimizer).__name__} is the host of a "
+            "SING optimizer, which routes the host's update through SING: "
+            "apply gradients through the SING (`sing.apply_gradients`), or "
+            "create a new optimizer to use it on its own."
+        )
+
+
 def distributed_update_step(sing, host_distributed_update_step, distribution,
                             grads_and_vars, learning_rate):
     """TensorFlow: the host's cross-replica update (each variable's
@@ -332,6 +345,7 @@ def distributed_update_step(sing, host_distributed_update_step, distribution,
     but only a variable with a gradient gets an update; the seed here takes
     them all (`lookahead_seed_pairs`), before any weight is written, so a
     variable updated at step 1 gets the same copy twice."""
+    _check_applied_through(sing)
     if sing.lookahead and lookahead_per_variable():
         from keras_sing.backend import tensorflow as tf_backend
 

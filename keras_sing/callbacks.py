@@ -11,6 +11,8 @@ and says what to freeze or exclude.
 """
 
 import csv
+import math
+import numbers
 import re
 import warnings
 
@@ -160,6 +162,45 @@ def normalization_layer_paths(model):
     }
 
 
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_arguments(every_n_batches, window, min_growth, watch):
+    """`GradientNormMonitor`'s arguments, checked when it is created rather
+    than epochs into `fit`."""
+    good_growth = (
+        isinstance(min_growth, numbers.Real)
+        and not isinstance(min_growth, bool)
+        and math.isfinite(min_growth)
+        and min_growth > 1
+    )
+    if not (
+        _is_int(every_n_batches) and every_n_batches >= 1
+        and _is_int(window) and window >= 1 and good_growth
+    ):
+        raise ValueError(
+            "GradientNormMonitor needs every_n_batches and window ints >= 1 "
+            "and min_growth a finite number > 1. Received: "
+            f"every_n_batches={every_n_batches!r}, window={window!r}, "
+            f"min_growth={min_growth!r}"
+        )
+    if watch is None:
+        return
+    if not isinstance(watch, str):
+        raise TypeError(
+            "Argument `watch` is a regex string searched in layer paths, or "
+            f"None for the normalization layers. Received: {watch!r}"
+        )
+    try:
+        re.compile(watch)
+    except re.error as error:
+        raise ValueError(
+            f"Argument `watch` holds an invalid regex {watch!r} ({error}). "
+            "Escape it with re.escape(...) to match a path literally."
+        ) from None
+
+
 class GradientNormMonitor(keras.callbacks.Callback):
     """Logs per-layer gradient norms from SING and warns on norm-layer growth.
 
@@ -246,13 +287,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
         warn=True,
     ):
         super().__init__()
-        if every_n_batches < 1 or window < 1 or min_growth <= 1:
-            raise ValueError(
-                "GradientNormMonitor needs every_n_batches >= 1, window >= 1 "
-                "and min_growth > 1. Received: "
-                f"every_n_batches={every_n_batches}, window={window}, "
-                f"min_growth={min_growth}"
-            )
+        _check_arguments(every_n_batches, window, min_growth, watch)
         self.every_n_batches = every_n_batches
         self.csv_path = csv_path
         self.log_layers = log_layers

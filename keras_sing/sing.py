@@ -239,6 +239,8 @@ class SING(keras.optimizers.Optimizer):
         epsilon = _positive_float("epsilon", epsilon)
         softplus_beta = _positive_float("softplus_beta", softplus_beta)
         _check_lookahead(lookahead_steps, lookahead_alpha)
+        if isinstance(softplus, np.bool_):  # as the other flags
+            softplus = bool(softplus)
         _check_choice("softplus", softplus, (None, True, False))
         if softplus and not _takes_adam_step(host):
             raise ValueError(
@@ -342,8 +344,13 @@ class SING(keras.optimizers.Optimizer):
         # ||g|| of each variable's last real update, which SING computes
         # anyway (read by keras_sing.callbacks.GradientNormMonitor).
         self._gradient_norms = tuple(
-            self.add_variable((), dtype="float32", name="gradient_norm")
-            for _ in var_list
+            self.add_variable(
+                (),
+                dtype="float32",
+                # named after its variable, as the slots are
+                name=f"{_host.path_of(v).replace('/', '_')}_gradient_norm",
+            )
+            for v in var_list
         )
         self._variable_paths = tuple(_host.path_of(v) for v in var_list)
         self._skipped_steps = self.add_variable(
@@ -413,7 +420,7 @@ class SING(keras.optimizers.Optimizer):
             >>> names = [v.name for v in opt.variables]
             >>> names  # doctest: +NORMALIZE_WHITESPACE
             ['iteration', 'learning_rate', 'kernel_momentum', 'kernel_velocity',
-             'kernel_lookahead_slow', 'gradient_norm', 'skipped_steps']
+             'kernel_lookahead_slow', 'kernel_gradient_norm', 'skipped_steps']
         """
         return self.inner_optimizer.variables + _host.own_variables(self)
 
@@ -521,7 +528,8 @@ class SING(keras.optimizers.Optimizer):
 
         Raises:
             ValueError: the optimizer is not built and
-                `trainable_variables` is `None`.
+                `trainable_variables` is `None`, or `grads` does not hold
+                one gradient per variable.
             FloatingPointError: with `on_nonfinite="raise"`, eagerly and on
                 torch, after skipping a non-finite step (a TF graph raises
                 `tf.errors.InvalidArgumentError`, `jax.jit` a
@@ -543,6 +551,8 @@ class SING(keras.optimizers.Optimizer):
              [1. 1.]
              [1. 1.]]
         """
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
@@ -551,8 +561,11 @@ class SING(keras.optimizers.Optimizer):
                 )
             # no name scope of SING's here: the host's slots get the paths
             # they get from `build` called directly
-            self.build(list(trainable_variables))
+            self.build(trainable_variables)
         grads = list(grads)
+        _check_one_gradient_per_variable(
+            grads, trainable_variables or self._trainable_variables
+        )
         host = self.inner_optimizer
         if _host.in_jax_stateless_scope():
             self._apply_through_stateless_apply(grads, trainable_variables)
@@ -616,8 +629,9 @@ class SING(keras.optimizers.Optimizer):
 
         Raises:
             ValueError: `optimizer_variables` does not match `variables`
-                1:1, or the trainable variables are not the ones SING was
-                built with.
+                1:1, the trainable variables are not the ones SING was
+                built with, or `grads` does not hold one gradient per
+                trainable variable.
 
         Examples:
             >>> import numpy as np
@@ -638,6 +652,8 @@ class SING(keras.optimizers.Optimizer):
             6.0
         """
         self._check_same_variables(trainable_variables)
+        grads = list(grads)
+        _check_one_gradient_per_variable(grads, trainable_variables)
         optimizer_values = [_host.read(v) for v in optimizer_variables]
         trainable_values = [_host.read(v) for v in trainable_variables]
         if len(optimizer_values) != len(self.variables):
@@ -1006,9 +1022,11 @@ class SING(keras.optimizers.Optimizer):
             ('SGD', False)
         """
         config = copy.deepcopy(config)  # deserialize() edits nested dicts
-        host = keras.optimizers.deserialize(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
+        host = config.pop("optimizer", None)  # absent: the default host
+        if host is not None:
+            host = keras.optimizers.deserialize(
+                host, custom_objects=custom_objects
+            )
         if "skip_nonfinite" in config:  # keras_sing 0.1.0's name for it
             skip = config.pop("skip_nonfinite")
             config.setdefault("on_nonfinite", "skip" if skip else "ignore")
@@ -1198,6 +1216,15 @@ def _positive_float(name, value):
             f"{name}={value!r}"
         )
     return float(value)
+
+
+def _check_one_gradient_per_variable(grads, variables):
+    if len(grads) != len(variables):
+        raise ValueError(
+            f"SING received {len(grads)} gradients for {len(variables)} "
+            "variables. Pass one gradient (or None) per variable, in the "
+            "order of the variables."
+        )
 
 
 def _copy_of(variable):

@@ -106,9 +106,10 @@ def test_numpy_scalars_are_accepted_as_numbers():
         lookahead_steps=np.int64(3), lookahead_alpha=np.float32(0.25),
         epsilon=np.float64(1e-6), softplus_beta=np.float32(20.0),
         centralize=np.bool_(True), centralize_axes={"kernel": np.int32(0)},
+        softplus=np.bool_(False),
     )
     assert (opt.lookahead_steps, opt.lookahead_alpha, opt.epsilon, opt.softplus_beta) == (3, 0.25, 1e-6, 20.0)
-    assert type(opt.lookahead_steps) is int and opt.centralize is True
+    assert type(opt.lookahead_steps) is int and opt.centralize is True and opt.softplus is False
     config = json.loads(json.dumps(opt.get_config()))  # JSON-clean, as saved
     assert keras_sing.SING.from_config(config).lookahead_steps == 3
 
@@ -181,6 +182,30 @@ def test_serialize_deserialize_round_trip():
     assert keras.optimizers.serialize(clone) == config
 
 
+def test_a_config_without_a_host_gets_the_default_host():
+    for identifier in ({"class_name": "keras_sing>SING", "config": {"lookahead_steps": 6}}, "keras_sing>SING"):
+        opt = keras.optimizers.get(identifier)
+        assert isinstance(opt, keras_sing.SING) and isinstance(opt.inner_optimizer, keras.optimizers.AdamW)
+    assert opt.lookahead_steps == 5
+    assert keras.optimizers.get({"class_name": "keras_sing>SING", "config": {"lookahead_steps": 6}}).lookahead_steps == 6
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+def test_a_gradient_list_of_another_length_names_the_fix(stateless):
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    bias = keras.Variable(np.zeros((2,), "float32"), name="bias")
+    opt = keras_sing.SING(keras.optimizers.SGD(0.1))
+    opt.build([kernel, bias])
+    grad = keras.ops.ones((3, 2))
+    with pytest.raises(ValueError, match="received 1 gradients for 2 variables. Pass one gradient"):
+        if stateless:
+            opt.stateless_apply([v.value for v in opt.variables], [grad], [kernel.value, bias.value])
+        else:
+            opt.apply([grad], [kernel, bias])
+    with pytest.raises(ValueError, match="received 1 gradients for 2 variables"):
+        opt.apply([grad])  # the variables SING was built with
+
+
 def test_regex_exclude_round_trips():
     opt = keras_sing.SING("sgd", exclude=["layer_norm", "gamma$"])
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
@@ -200,7 +225,7 @@ def test_variables_are_host_then_own():
     # base class's unused `iteration` and `learning_rate`
     own = names[len(host):]
     assert [n.endswith("lookahead_slow") for n in own] == [True] * 2 + [False] * 3
-    assert own[2:] == ["gradient_norm"] * 2 + ["skipped_steps"]
+    assert own[2:] == [f"{v[0].name}_gradient_norm", f"{v[1].name}_gradient_norm", "skipped_steps"]
 
 
 @pytest.mark.parametrize(
@@ -258,3 +283,11 @@ def test_adam_subclass_with_its_own_step_keeps_it():
     np.testing.assert_array_equal(run(wrap=True), run(wrap=False))
     with pytest.raises(ValueError, match="overrides `update_step`"):
         keras_sing.SING(_SignAdam(0.1), softplus=True)
+
+
+def test_a_host_applied_on_its_own_says_it_belongs_to_a_sing():
+    host = keras.optimizers.SGD(1.0)
+    keras_sing.SING(host)
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    with pytest.raises(RuntimeError, match="host of a SING optimizer.*sing.apply_gradients"):
+        host.apply_gradients([(keras.ops.ones((3, 2)), kernel)])

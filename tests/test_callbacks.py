@@ -155,9 +155,24 @@ def test_monitor_needs_sing():
         model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0, callbacks=[GradientNormMonitor()])
 
 
-def test_monitor_arguments():
-    with pytest.raises(ValueError, match="min_growth"):
-        GradientNormMonitor(min_growth=1.0)
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(min_growth=1.0), ValueError, "min_growth"),
+        (dict(min_growth=float("nan")), ValueError, "min_growth a finite number"),
+        (dict(every_n_batches="10"), ValueError, "every_n_batches='10'"),
+        (dict(every_n_batches=2.5), ValueError, "ints >= 1"),
+        (dict(window=0), ValueError, "window=0"),
+        (dict(watch="["), ValueError, "watch.*invalid regex.*re.escape"),
+        (dict(watch=3), TypeError, "watch"),
+    ],
+)
+def test_monitor_arguments_are_checked_when_created(kwargs, error, match):
+    """Not epochs into `fit`, where a bad `watch` regex used to fail only at
+    the first alert check."""
+    with pytest.raises(error, match=match):
+        GradientNormMonitor(**kwargs)
+    GradientNormMonitor(every_n_batches=np.int64(3), window=2, min_growth=np.float32(2.0), watch=r"ln_\d")
 
 
 def test_norms_visible_during_fit_on_every_backend():
