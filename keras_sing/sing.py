@@ -758,6 +758,26 @@ class SING(keras.optimizers.Optimizer):
                 "a new optimizer, e.g. model.compile(optimizer=keras_sing."
                 "SING(keras.optimizers.AdamW(...)), ...)."
             )
+        # on JAX, values stand for the variables: their shapes are what
+        # tells another model's apart (TF and torch raise Keras's "Unknown
+        # variable")
+        others = [
+            (v.path, tuple(v.shape), tuple(x.shape))
+            for v, x in zip(
+                self._trainable_variables if self.built else (),
+                trainable_variables,
+            )
+            if tuple(v.shape) != tuple(x.shape)
+        ]
+        if others:
+            raise ValueError(
+                "SING was built for other variables than it received "
+                f"(path, built shape, received shape): {others[:3]}. Like "
+                "Keras's own optimizers, SING serves the variables it was "
+                "built with (a second model needs its own): compile it with "
+                "a new optimizer, e.g. model.compile(optimizer=keras_sing."
+                "SING(keras.optimizers.AdamW(...)), ...)."
+            )
 
     # ------------------------------------------------------------------ #
     # Insight: the gradient norms SING computes anyway.

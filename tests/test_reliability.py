@@ -524,6 +524,29 @@ def test_variables_added_after_the_first_step():
     assert np.all(np.isfinite(after)) and not np.allclose(after, before)
 
 
+
+def test_a_built_sing_refuses_another_models_variables():
+    """A SING serves the model it was built with, as Keras's own optimizers:
+    a second model of other shapes gets an error that names the fix (on
+    JAX, where `fit` passes values, SING's own; on TF and torch, Keras's
+    "Unknown variable"), not a LookAhead sync towards the first model."""
+    x = np.random.standard_normal((16, 4)).astype("float32")
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    first = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    first.compile(opt, "mse")
+    first.fit(x, np.zeros((16, 3), "float32"), batch_size=8, verbose=0)
+    second = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+    second.compile(opt, "mse")
+    with pytest.raises(ValueError, match="SING was built for other variables.*new optimizer|recreate a new optimizer instance"):
+        second.fit(x, np.zeros((16, 5), "float32"), batch_size=8, verbose=0)
+    # the functional step itself (Keras's JAX trainer leaves the variables
+    # unusable after an error inside its first traced step: a fresh SING)
+    opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
+    opt.build([keras.Variable(np.ones((4, 3), "float32"), name="kernel"), keras.Variable(np.ones((3,), "float32"), name="bias")])
+    other = [keras.ops.ones((4, 5)), keras.ops.zeros((5,))]
+    with pytest.raises(ValueError, match=r"\(4, 3\), \(4, 5\)"):
+        opt.stateless_apply([v.value for v in opt.variables], other, other)
+
 SHAPES = st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)
 
 
