@@ -764,11 +764,10 @@ class SING(keras.optimizers.Optimizer):
         others = [
             (v.path, tuple(v.shape), tuple(x.shape))
             for v, x in zip(
-                self._trainable_variables if self.built else (),
-                trainable_variables,
+                self._trainable_variables, trainable_variables, strict=True
             )
             if tuple(v.shape) != tuple(x.shape)
-        ]
+        ] if self.built else []
         if others:
             raise ValueError(
                 "SING was built for other variables than it received "
