@@ -1,6 +1,6 @@
 # torch: the first step (a fit on one batch), the next epoch (compiles included under jit_compile=True), then the steady step, for SING(AdamW) or AdamW.
 # usage (repository root): KERAS_BACKEND=torch .venv/bin/python docs/results/torch_compile/steady_probe.py {sing,adamw} {small,mlp} [jit|eager]
-# small: Dense(3)-Dense(2), 64 samples, batch 4; mlp: 4 x Dense(512, relu) + Dense(10) on 256 features (1.3M parameters), batch 16.
+# small: Dense(3)-Dense(2), 64 samples, batch 4; mlp: 4 x Dense(512, relu) + Dense(10) on 256 features (0.92M parameters), batch 16.
 # An older checkout is measured with PYTHONPATH=<its root>; dynamo counters are per process.
 import sys
 import time
