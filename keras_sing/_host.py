@@ -616,8 +616,9 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
         for m, w in zip(maxima, weights, strict=True)
     ]
     grads = torch_backend.like(grads, weights)
-    # t: the real step (torch runs this only on real updates, after the
-    # host's accumulation cond), on the device: no synchronization
+    # t: the real step, on the device (no synchronization): Keras's public
+    # `iterations` is already the micro-step counter divided by n, and
+    # torch runs this only on real updates, after the accumulation cond
     t = torch_backend.scalar_like(read(host.iterations), weights[0]) + 1
     lr = torch_backend.scalar_like(read(learning_rate), weights[0])
     if host.weight_decay:

@@ -7,9 +7,11 @@ per layer, in Keras layout (docs/algorithm.md has the table):
 
 | Keras layer, variable                  | Keras shape         | axes          |
 |----------------------------------------|---------------------|---------------|
-| `Dense`, `Conv*`, `Conv*Transpose`,    | `(..., out)`        | all but last  |
-|   recurrent kernels, separable         |                     |               |
-|   pointwise kernels                    |                     |               |
+| `Dense`, `Conv*`, recurrent kernels,   | `(..., out)`        | all but last  |
+|   separable pointwise kernels          |                     |               |
+| `Conv*Transpose`                       | `(*k, out, in)`     | all but last  |
+|                                        |                     | (per input    |
+|                                        |                     |  channel)     |
 | `DepthwiseConv*`, separable depthwise  | `(*k, in, mult)`    | spatial only  |
 | `Embedding` tables, position tables    | `(rows, dim)`       | per row       |
 | `EinsumDense` kernel                   | per equation        | contracted    |

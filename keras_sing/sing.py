@@ -872,9 +872,9 @@ class SING(keras.optimizers.Optimizer):
     def iterations(self):
         """The host's step counter.
 
-        It counts the host's `apply` calls (with
-        `gradient_accumulation_steps=n`, micro-steps: the real update count
-        is `iterations // n`); a skipped step does not count.
+        It counts real updates: with `gradient_accumulation_steps=n`,
+        Keras's public counter is its micro-step counter divided by `n`. A
+        skipped step does not count.
 
         Returns:
             The host's integer iteration variable.
