@@ -371,11 +371,24 @@ def winner_answer(s):
         f"[{100 * a['best_row']['min']:.2f}, {100 * a['best_row']['max']:.2f}], "
         f"SING [{100 * b['best_row']['min']:.2f}, {100 * b['best_row']['max']:.2f}]."
     ]
-    common = sorted({k for k in a["settings"]} & {k for k in b["settings"]})
-    for key in common:
-        x, y = a["settings"][key], b["settings"][key]
-        lines.append(f"- At the same lr {fmt_lr(key[0])}: AdamW {fmt_acc(x)}, SING {fmt_acc(y)}.")
+    for lr, (x, wx), (y, wy) in same_lr_pairs(a, b):
+        lines.append(f"- At the same lr {fmt_lr(lr)}: AdamW {fmt_acc(x)} (wd {wx:g}), SING {fmt_acc(y)} (wd {wy:g}).")
     return "\n".join(lines)
+
+
+def same_lr_pairs(a, b):
+    """`[(lr, (row, wd) of a, (row, wd) of b)]` for the lrs in both grids:
+    the recipes' weight decays differ (AdamW 0.05, SING 0.005), so settings
+    are matched on the lr alone, each at its own weight decay (the first,
+    where a second pass tried several)."""
+    def by_lr(c):
+        rows = {}
+        for (lr, wd), row in sorted(c["settings"].items()):
+            rows.setdefault(lr, (row, wd))
+        return rows
+
+    x, y = by_lr(a), by_lr(b)
+    return [(lr, x[lr], y[lr]) for lr in sorted(set(x) & set(y))]
 
 
 def parts_answer(s):
@@ -456,10 +469,9 @@ def no_help_answer(s):
             lines.append(f"- {rde_study.CONFIGS[name].label} vs {rde_study.CONFIGS[ref].label}: {100 * diff:+.2f} points ({verdict}).")
     a, b = s.get("adamw"), s.get("sing")
     if a and b:
-        for key in sorted(set(a["settings"]) & set(b["settings"])):
-            x, y = a["settings"][key], b["settings"][key]
+        for lr, (x, wx), (y, wy) in same_lr_pairs(a, b):
             if y["mean"] <= x["mean"]:
-                lines.append(f"- At lr {fmt_lr(key[0])} (in both grids) AdamW does as well or better: {fmt_acc(x)} vs {fmt_acc(y)}.")
+                lines.append(f"- At lr {fmt_lr(lr)} (in both grids) AdamW (wd {wx:g}) does as well or better: {fmt_acc(x)} vs {fmt_acc(y)} (wd {wy:g}).")
     if not lines:
         lines.append(
             "- No pair present has SING at or below its reference at each one's best stable lr "
@@ -511,13 +523,27 @@ def against_paper_answer(s):
     return "\n".join(lines)
 
 
-def answers(s, n_runs, scale):
+def baseline_answer(s, baseline):
+    """AdamW's and SING's best rows against predicting background
+    everywhere."""
+    rows = [(label, s[name]["best_row"]) for name, label in (("adamw", "AdamW"), ("sing", "SING"))
+            if s.get(name) and s[name]["best_row"]]
+    if baseline is None or not rows:
+        return ""
+    return "\n- Against predicting background at every pixel (" + f"{100 * baseline:.2f}%): " + ", ".join(
+        f"{label} {100 * (row['mean'] - baseline):+.2f} points" for label, row in rows
+    ) + ". The paper reports 78.13% (AdamW) and 96.56% (SING) on its RDE; at this scale a net that beats the " \
+        "baseline by a few points has learned little more than the background."
+
+
+def answers(s, n_runs, scale, baseline=None):
     return "\n\n".join([
         f"Computed by `benchmarks/rde_report.py` from the {n_runs} runs of scale `{scale}` present when "
         "it ran; every sentence is filled in from those runs, and rows without runs say \"not run\". "
         "At a small scale these answer the questions *at that scale*, not at the paper's.",
         "**Which learning rates are stable?**\n\n" + stable_range_answer(s),
-        "**Who wins, each at its own best stable lr, against the seed spread?**\n\n" + winner_answer(s),
+        "**Who wins, each at its own best stable lr, against the seed spread?**\n\n" + winner_answer(s)
+        + baseline_answer(s, baseline),
         "**Which parts of SING matter?**\n\n" + parts_answer(s),
         "**Does SING help other hosts?**\n\n" + hosts_answer(s),
         "**Where does SING not help?**\n\n" + no_help_answer(s),
@@ -651,6 +677,27 @@ def extended_lrs(runs, scale):
     return {name: sorted(lrs) for name, lrs in extra.items()}
 
 
+def depth_shares(settings):
+    """The share of each depth among the validation pixels: the largest
+    is the accuracy of predicting that depth (background) everywhere."""
+    _, (_, y_val) = rde_study.rde_data(settings)
+    labels = np.rint(np.asarray(y_val)).astype(int).ravel()
+    return np.bincount(labels) / labels.size
+
+
+def baseline_text(settings):
+    """The accuracy of predicting the most frequent depth (background) at
+    every pixel of the validation set: what the accuracies are read
+    against."""
+    shares = depth_shares(settings)
+    return (
+        f"- Baseline: predicting depth {int(shares.argmax())} (background) at every pixel scores "
+        f"{100 * shares.max():.2f}% validation pixel accuracy; depth shares "
+        f"[{', '.join(f'{x:.3f}' for x in shares)}]. A run \"stuck\" near the constant predictor of the "
+        "mean depth scores less, and a best stable lr whose runs are stuck is no better than that."
+    )
+
+
 def setup_text(runs, scale):
     """Scale, data, model, hardware, commits and time spent, from the runs."""
     if not runs:
@@ -679,10 +726,11 @@ def setup_text(runs, scale):
     extended = extended_lrs(runs, scale)
     if extended:
         lines.append(
-            "- Grids extended where the best stable lr sat at an edge (`--extend 2`, the paper's rule): "
+            "- Grids extended where the best stable lr sat at an edge, as the paper does (`rde_study.py --extend`): "
             + "; ".join(f"{name} + lr {', '.join(f'{lr:g}' for lr in lrs)}" for name, lrs in sorted(extended.items()))
             + "."
         )
+    lines.append(baseline_text(s0))
     mixed = [k for k in ("scale", "loss", "size", "image_size", "epochs", "train_samples")
              if len({str(r["settings"][k]) for r in runs}) > 1]
     if mixed:
@@ -721,7 +769,7 @@ def render(runs, scale, md_path, figures):
         + "\n\nThe `AdamW + part` rows keep AdamW's weight decay (0.05, on the same variables: "
         "`weight_decay_mode=\"host\"`); SING and the `SING - part` rows use 0.005 on ndim > 1 variables.",
         "## Table 3: other hosts\n\n" + table3(s),
-        "## Answers in plain words\n\n" + answers(s, len(runs), scale),
+        "## Answers in plain words\n\n" + answers(s, len(runs), scale, depth_shares(runs[0]["settings"]).max() if runs else None),
         "## Every setting\n\n" + all_settings_table(s),
     ]
     if runs:

@@ -90,7 +90,8 @@ unit-norm gradient, ~lr/sqrt(n) per weight), Adafactor and SING(Adafactor)
 {3e-3, 1e-2, 3e-2, 1e-1} (Adafactor scales its step by the weights' RMS),
 Lion {1e-4, 3e-4, 1e-3, 3e-3}, SING(Lion) {3e-4, 1e-3, 3e-3, 1e-2}. The
 paper extends a grid when the best sits at an edge: `--extend N` does that
-(N more lrs per side at most, on the grid's own ladder).
+(2N more lrs at most in all, each one step past the edge where the best
+stable lr sits, on the grid's own ladder: all 2N can go to one side).
 
 Weight decay (decoupled, `--weight-decay` overrides): the examples'
 defaults, 0.05 for configurations without SING (and the `adamw+...` rows,
@@ -186,7 +187,8 @@ RUN_DEFINITIONS = {
     "[0, num_rectangles], equal to the integer depth; CE: argmax of the "
     "logits equal to the depth; mean over the validation pixels",
     "best_stable_lr": "the lr with the highest mean final val accuracy among "
-    "the lrs where no seed diverged",
+    "the lrs where no seed diverged (a tie goes to the smaller lr); its runs "
+    "may be stuck: the stuck column of Every setting says so",
 }
 
 
@@ -975,7 +977,7 @@ def parse_args(argv=None):
     p.add_argument("--loss", choices=["mse", "ce"], default="mse")
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="ViT size; default: the scale's")
     p.add_argument("--epochs", type=int, default=None, help="default: the scale's")
-    p.add_argument("--extend", type=int, default=None, help="lrs to add per side where the best stable lr sits at an edge; default: the scale's")
+    p.add_argument("--extend", type=int, default=None, help="N: add up to 2N lrs in all, one at a time past the edge where the best stable lr sits; default: the scale's")
     p.add_argument("--out", default=None, help="default: docs/results/rde_study/<scale>[_ce][_<size>]")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     p.add_argument("--max-minutes", type=float, default=None, help="stop before a run that would end past this budget")

@@ -90,3 +90,17 @@ def test_labels_from_generate_match_independent_algorithm():
 def test_bad_sizes_raise():
     with pytest.raises(ValueError, match="min_size"):
         rde.generate(2, image_size=8, min_size=6, max_size=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(min_size=0), "min_size=0"),  # not taken as "the default"
+        (dict(max_size=0), "max_size=0"),
+        (dict(num_rectangles=0), "num_rectangles"),
+        (dict(num_rectangles=2.0), "num_rectangles"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rde.generate(2, image_size=8, **kwargs)

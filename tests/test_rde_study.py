@@ -194,6 +194,11 @@ def test_report_picks_the_best_stable_lr_and_judges_against_the_spread(tmp_path)
     assert "| AdamW | 0.001 | 71.00% ± 1.00 (3 seeds) |" in text
     assert "SING is ahead by 9.00 points, clearly beyond the seed spread" in text
     assert "diverged at 0.01" in text
+    # the recipes' weight decays differ: same-lr pairs are matched on the lr
+    assert "- At the same lr 0.01: AdamW 63.00% ± 54.57 (3 seeds) (wd 0.05), SING 80.00% ± 1.00 (3 seeds) (wd 0.005)." in text
+    # the trivial baseline of the cpu scale's validation set, and both against it
+    assert "predicting depth 0 (background) at every pixel scores 62.88%" in text
+    assert "Against predicting background at every pixel (62.88%): AdamW +8.12 points, SING +17.12 points." in text
     # SGD: +0.5 point with one seed each: no clear winner, listed where SING does not help
     assert "SING(SGD) vs SGD (momentum 0.9): +0.50 points (under 1 point with a single seed" in text
     assert "| Adafactor | not run | not run |" in text

@@ -6,8 +6,8 @@ the paper's description, with an exact definition:
 
 - An image is `num_rectangles` axis-aligned rectangles with random colours,
   painted one over another in a random order on a random-colour background.
-  Corners are uniform on the pixel grid; each side is at least
-  `min_size` pixels and at most `max_size` pixels.
+  Each side is uniform in `[min_size, max_size]` pixels, then the corner
+  uniform among the positions where the rectangle fits in the image.
 - A rectangle is *visible* if at least one of its pixels is on top in the
   final image.
 - Rectangle `r` *occludes* rectangle `q` if `r` is painted after `q` and their
@@ -18,9 +18,13 @@ the paper's description, with an exact definition:
 - The label of a pixel is the depth of what is on top there.
 
 Depths run from 0 to `num_rectangles`, so a model has `num_rectangles + 1`
-classes. Labels are computed exactly (`depth_labels`), and reaching 100%
+classes. Labels are computed exactly (`depth_labels`), and high accuracy
 needs non-local reasoning: whether a region is above another is decided at
 the T-junctions where their borders meet, possibly far from the pixel.
+Occlusion follows the painting order over the whole intersection, even
+where a later rectangle hides that intersection; there the image does not
+show which of the two is on top, so 100% is not always reachable (about
+one validation image in ten at 32 px with 5 rectangles).
 """
 
 import numpy as np
@@ -75,7 +79,8 @@ def sample_rectangles(
         An int32 array of shape `(num_samples, num_rectangles, 4)`.
 
     Raises:
-        ValueError: unless `1 <= min_size <= max_size <= image_size`.
+        ValueError: unless `1 <= min_size <= max_size <= image_size` and
+            `num_rectangles >= 1`.
 
     Examples:
         >>> import numpy as np
@@ -93,8 +98,15 @@ def sample_rectangles(
           generator is not public; this is a reimplementation from its
           description.
     """
-    min_size = min_size or max(2, image_size // 8)
-    max_size = max_size or image_size // 2
+    if isinstance(num_rectangles, bool) or not isinstance(
+        num_rectangles, (int, np.integer)
+    ) or num_rectangles < 1:
+        raise ValueError(
+            "Argument `num_rectangles` must be an int >= 1. Received: "
+            f"num_rectangles={num_rectangles!r}"
+        )
+    min_size = max(2, image_size // 8) if min_size is None else min_size
+    max_size = image_size // 2 if max_size is None else max_size
     if not 1 <= min_size <= max_size <= image_size:
         raise ValueError(
             "Rectangle sides must satisfy 1 <= min_size <= max_size <= "
@@ -303,7 +315,8 @@ def generate(
         `(n, s, s)`.
 
     Raises:
-        ValueError: unless `1 <= min_size <= max_size <= image_size`.
+        ValueError: unless `1 <= min_size <= max_size <= image_size` and
+            `num_rectangles >= 1`.
 
     Examples:
         >>> from keras_sing.datasets import rde
