@@ -27,23 +27,36 @@ DEFAULTS = {
 }
 
 
-def base_parser(description, out_dir):
+def base_parser(description, out_dir, epochs, batch_size, learning_rates="1e-3 for AdamW, 1e-2 for SING"):
+    """The options every example takes; `epochs` and `batch_size` are the
+    example's defaults, applied by `apply_defaults` (None until then, so
+    that `--smoke` can tell a value the user gave)."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--optimizer", choices=["adamw", "sing"], default="sing")
-    parser.add_argument("--compare", action="store_true", help="train AdamW and SING at their recommended learning rates on the same data and seed, and print a table")
-    parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3 for AdamW, 1e-2 for SING")
+    parser.add_argument("--optimizer", choices=["adamw", "sing"], default="sing", help="the optimizer of a single run")
+    parser.add_argument("--compare", action="store_true", help="train AdamW and SING at their recommended learning rates and weight decays on the same data and seed, and print a table (--learning-rate and --weight-decay are not used)")
+    parser.add_argument("--learning-rate", type=float, default=None, help=f"peak learning rate; default: {learning_rates}")
     parser.add_argument("--weight-decay", type=float, default=None, help="default: 0.05 for AdamW, 0.005 for SING")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jit-compile", default="auto", help="'auto', 'true' or 'false'")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run (< 1 min on CPU) for CI")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {epochs} (--smoke: 1)")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default: {batch_size}")
+    parser.add_argument("--seed", type=int, default=0, help="weights, data order and generated data")
+    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto", help="Keras's jit_compile")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (< 1 min on CPU) for CI: small data and model, whatever the size options say")
     parser.add_argument("--out", default=out_dir, help="where metrics.json and curves.png go")
     parser.add_argument("--verbose", type=int, default=1, help="Keras progress bar: 0, 1 or 2")
     return parser
+
+
+def apply_defaults(args, epochs, batch_size):
+    """The example's epochs and batch size where the user gave none, and a
+    warning where --compare leaves a given learning rate or decay unused."""
+    args.epochs = args.epochs or epochs
+    args.batch_size = args.batch_size or batch_size
+    if args.compare and (args.learning_rate is not None or args.weight_decay is not None):
+        print("note: --compare trains each optimizer at its recommended learning rate and weight "
+              "decay; --learning-rate and --weight-decay are not used")
 
 
 def jit_flag(value):
@@ -72,10 +85,15 @@ def resolve(args, name):
 
 
 class BatchLoss(keras.callbacks.Callback):
-    """Records the loss after every batch (loss spikes hide in epoch means)."""
+    """Records every batch's own loss (loss spikes hide in epoch means).
 
-    def __init__(self):
+    Keras reports the running mean of the loss over the epoch, weighted by
+    batch size; each batch's own loss is recovered from two consecutive
+    means: `(seen_b * m_b - seen_{b-1} * m_{b-1}) / size_b`."""
+
+    def __init__(self, num_samples, batch_size):
         super().__init__()
+        self.num_samples, self.batch_size = num_samples, batch_size
         self.losses = []
         self.start = None
         self.seconds = 0.0
@@ -83,27 +101,41 @@ class BatchLoss(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen, self._total = 0, 0.0
+
     def on_train_batch_end(self, batch, logs=None):
         if logs and "loss" in logs:
-            self.losses.append(float(logs["loss"]))
+            size = min(self.batch_size, self.num_samples - self._seen)
+            self._seen += size
+            total = float(logs["loss"]) * self._seen
+            self.losses.append((total - self._total) / size)
+            self._total = total
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - self.start
 
 
 def spike_count(losses, factor=1.5, window=20, floor=0.02):
-    """Batches whose loss jumps above `factor` x the best loss so far and by
-    more than `floor` x the first loss (so that noise around a loss near 0
-    is not counted). Keras reports the running mean over the epoch, so this
-    is conservative."""
-    if not losses:
+    """Loss spikes in per-batch losses, as the study defines them
+    (`benchmarks/rde_study.py`, `loss_spikes`): a batch `t >= window` whose
+    loss exceeds `factor` x the median of the `window` batches before it,
+    and that median by more than `floor` x the initial loss (the median of
+    the first `window` batches); consecutive spiking batches count once.
+    Losses after the first non-finite one are not counted (divergence)."""
+    values = np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    values = values[: bad[0]] if len(bad) else values
+    if len(values) <= window:
         return 0
-    best, spikes, min_jump = np.inf, 0, floor * losses[0]
-    for i, loss in enumerate(losses):
-        if i >= window and loss > factor * best and loss - best > min_jump:
-            spikes += 1
-        best = min(best, loss)
-    return spikes
+    min_jump = floor * float(np.median(values[:window]))
+    spikes, in_spike = 0, False
+    for t in range(window, len(values)):
+        baseline = float(np.median(values[t - window : t]))
+        spiking = values[t] > factor * baseline and values[t] - baseline > min_jump
+        spikes += spiking and not in_spike
+        in_spike = spiking
+    return int(spikes)
 
 
 def compile_and_fit(name, model, args, train, validation, total_steps, metric, metric_key, lr=None, wd=None, **sing_kwargs):
@@ -119,7 +151,7 @@ def compile_and_fit(name, model, args, train, validation, total_steps, metric, m
         jit_compile=jit_flag(args.jit_compile),
     )
     print(f"\n== {name}: lr {lr:g}, weight decay {wd:g}, {model.count_params():,} parameters")
-    batch_loss = BatchLoss()
+    batch_loss = BatchLoss(len(train[1]), args.batch_size)
     history = model.fit(
         *train, validation_data=validation, batch_size=args.batch_size,
         epochs=args.epochs, callbacks=[batch_loss], verbose=args.verbose,
@@ -192,7 +224,7 @@ def plot_curves(path, results, metric_key):
         if val:
             axes[1].plot(range(1, len(val) + 1), val, marker="o", label=label)
     axes[0].set_xlabel("batch")
-    axes[0].set_ylabel("training loss (running mean per epoch)")
+    axes[0].set_ylabel("training loss, per batch")
     axes[0].set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel(f"validation {metric_key}")

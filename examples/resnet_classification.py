@@ -17,6 +17,7 @@ Data:
 - `synthetic`: generated class-conditional colour patterns (a sanity check).
 """
 
+from _common import apply_defaults
 from _common import base_parser
 from _common import compile_and_fit
 from _common import print_table
@@ -84,12 +85,14 @@ def build_model(backbone_name, depth, num_classes):
                 "pip install 'keras-sing[kerascv]' (KerasCV is no longer "
                 f"maintained; KerasHub is its successor). ({error})"
             ) from None
-        filters = [16, 32] if depth == "tiny" else DEPTHS[depth][2]
-        blocks = [1, 1] if depth == "tiny" else DEPTHS[depth][1]
+        # KerasCV's basic blocks need the first stage as wide as its stem (64)
+        block_type, blocks, filters = DEPTHS[depth]
         backbone = keras_cv.models.ResNetBackbone(
             stackwise_filters=filters, stackwise_blocks=blocks,
             stackwise_strides=[1] + [2] * (len(filters) - 1),
             include_rescaling=False, input_shape=(32, 32, 3),
+            # KerasCV's default "block" is the bottleneck block
+            block_type="basic_block" if block_type == "basic_block" else "block",
         )
         x = keras.layers.GlobalAveragePooling2D()(backbone.output)
         return keras.Model(backbone.input, keras.layers.Dense(num_classes)(x), name="kerascv_resnet")
@@ -120,17 +123,16 @@ def train(name, args, data, num_classes, total_steps):
 
 
 def main(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], "runs/resnet_classification")
-    parser.add_argument("--data", choices=["cifar100", "digits", "synthetic"], default="cifar100")
-    parser.add_argument("--backbone", choices=["kerashub", "kerascv"], default="kerashub")
+    parser = base_parser(__doc__.splitlines()[0], "runs/resnet_classification", epochs=10, batch_size=64)
+    parser.add_argument("--data", choices=["cifar100", "digits", "synthetic"], default="cifar100", help="cifar100 needs a network (offline: digits, with a message)")
+    parser.add_argument("--backbone", choices=["kerashub", "kerascv"], default="kerashub", help="kerascv needs KerasCV and TensorFlow")
     parser.add_argument("--depth", choices=sorted(DEPTHS), default="tiny", help="ResNet depth (tiny = 2 basic blocks, for CPU)")
     parser.add_argument("--max-train", type=int, default=None, help="cap on training images")
     args = parser.parse_args(argv)
     if args.smoke:
         args.data = "digits" if args.data == "cifar100" else args.data
         args.max_train, args.epochs = 256, args.epochs or 1
-    args.epochs = args.epochs or 10
-    args.batch_size = args.batch_size or 64
+    apply_defaults(args, epochs=10, batch_size=64)
 
     train_data, test_data, num_classes, source = load_data(args.data, args.seed, args.max_train)
     if args.smoke:

@@ -8,13 +8,14 @@ definition). The model is a KerasHub `ViTBackbone` (random init, no download)
 with a per-patch linear decoder predicting every pixel's depth class.
 
     python examples/vit_depth_rde.py --compare            # both, side by side
-    python examples/vit_depth_rde.py --optimizer sing --size vit_s --image-size 128 --epochs 100
+    python examples/vit_depth_rde.py --optimizer sing --size vit_s --image-size 128 --patch-size 16 --epochs 100
 
 Everything is generated on the fly: this example never needs a network.
 """
 
 import time
 
+from _common import apply_defaults
 from _common import base_parser
 from _common import compile_and_fit
 from _common import print_table
@@ -64,20 +65,21 @@ def train(name, args, data, total_steps):
 
 
 def main(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], "runs/vit_depth_rde")
+    parser = base_parser(__doc__.splitlines()[0], "runs/vit_depth_rde", epochs=8, batch_size=32)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="ViT shape (vit_s = ViT-S)")
     parser.add_argument("--image-size", type=int, default=32, help="the paper used 128")
-    parser.add_argument("--patch-size", type=int, default=4)
-    parser.add_argument("--num-rectangles", type=int, default=5)
-    parser.add_argument("--train-samples", type=int, default=2000)
-    parser.add_argument("--val-samples", type=int, default=500)
+    parser.add_argument("--patch-size", type=int, default=4, help="ViT patch side; must divide --image-size")
+    parser.add_argument("--num-rectangles", type=int, default=5, help="rectangles per image (depth classes: this + 1)")
+    parser.add_argument("--train-samples", type=int, default=2000, help="generated training images")
+    parser.add_argument("--val-samples", type=int, default=500, help="generated validation images")
     args = parser.parse_args(argv)
     if args.smoke:
         args.train_samples, args.val_samples = 128, 64
         args.image_size, args.patch_size, args.size = 16, 4, "tiny"
         args.epochs = args.epochs or 1
-    args.epochs = args.epochs or 8
-    args.batch_size = args.batch_size or 32
+    apply_defaults(args, epochs=8, batch_size=32)
+    if args.image_size % args.patch_size:
+        parser.error(f"--patch-size {args.patch_size} must divide --image-size {args.image_size}")
 
     t0 = time.perf_counter()
     x_train, y_train = rde.generate(args.train_samples, args.image_size, args.num_rectangles, seed=args.seed)

@@ -1258,7 +1258,7 @@ def _copy_of(variable):
     weights towards zeros."""
 
     def initializer(shape, dtype=None):
-        return ops.copy(variable.value)
+        return ops.copy(_host.read(variable))
 
     return initializer
 

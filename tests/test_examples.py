@@ -9,6 +9,7 @@ import importlib
 import json
 import pathlib
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -94,3 +95,36 @@ def test_bert_local_preset_folder(tmp_path):
     classifier.save_to_preset(str(folder))
     payload = run_example("bert_finetune", tmp_path, "--preset", str(folder))
     assert payload["config"]["model_source"].startswith("preset")
+
+
+def test_bert_sst2_offline_stops_when_asked_by_name(monkeypatch):
+    """`--data sst2` without a network stops with a message that names the
+    offline option; `--data auto` falls back to the generated task."""
+    bert = importlib.import_module("bert_finetune")
+
+    def offline(max_train):
+        raise OSError("URL fetch failure: no network")
+
+    monkeypatch.setattr(bert, "load_sst2", offline)
+    args = types.SimpleNamespace(max_train=64, seed=0)
+    with pytest.raises(SystemExit, match="--data wordorder"):
+        bert.load_data("sst2", args)
+    (x, y), _, source = bert.load_data("auto", args)
+    assert source.startswith("GENERATED") and len(x) == 64
+
+
+def test_spikes_are_counted_on_each_batchs_own_loss():
+    """A one-batch spike late in an epoch, which the running epoch mean
+    hides, is found in the losses `BatchLoss` recovers from that mean."""
+    common = importlib.import_module("_common")
+    rng = np.random.default_rng(0)
+    own = list(1.0 + 0.05 * rng.standard_normal(63))
+    own[50] = 5.0
+    means = np.cumsum(own) / np.arange(1, 64)  # what Keras reports (equal batches)
+    assert common.spike_count(list(means)) == 0
+    recorder = common.BatchLoss(num_samples=63 * 32, batch_size=32)
+    recorder.on_epoch_begin(0)
+    for b, m in enumerate(means):
+        recorder.on_train_batch_end(b, {"loss": float(m)})
+    np.testing.assert_allclose(recorder.losses, own, rtol=1e-6)
+    assert common.spike_count(recorder.losses) == 1
