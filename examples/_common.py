@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import pathlib
+import platform
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -192,6 +193,26 @@ def print_table(results, metric_key):
     print()
 
 
+def _version_of(package):
+    try:
+        from importlib.metadata import version
+
+        return version(package.replace("_", "-"))
+    except Exception:
+        return None
+
+
+def _processor():
+    """The CPU's model name (Linux), else what `platform` says."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_outputs(out_dir, results, metric_key, config):
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +220,9 @@ def write_outputs(out_dir, results, metric_key, config):
         "config": config,
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
+        "keras_hub": _version_of("keras_hub"),
         "keras_sing": keras_sing.__version__,
+        "machine": {"platform": platform.platform(), "processor": _processor(), "cpu_count": os.cpu_count()},
         "results": results,
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=1))

@@ -27,6 +27,7 @@ def run_example(module_name, tmp_path, *args):
     assert [r["optimizer"] for r in payload["results"]] == [r["optimizer"] for r in results]
     if "--compare" in args:
         assert [r["optimizer"] for r in payload["results"]] == ["adamw", "sing"]
+    assert payload["machine"]["cpu_count"] and payload["keras_hub"]
     for r in payload["results"]:
         assert np.isfinite(r["final_train_loss"])
         assert not r["nan_loss"]
