@@ -14,11 +14,13 @@ LOGS = {
                     ("jax_turns_twelfth.log", ""), ("jax_turns_thirteenth.log", ""),
                     ("jax_plain_norm_fourteenth.log", "/work/main"), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                     ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
-                    ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base")],
+                    ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
+                    ("jax_lane_norm_seventeenth.log", "/work/main")],
     "resnet50": [("jax_turns_eighth.log", ""), ("jax_resnet50_turns_twelfth.log", ""),
                  ("jax_turns_thirteenth.log", ""), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                  ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
-                 ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base")],
+                 ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
+                 ("jax_lane_norm_seventeenth.log", "/work/main")],
 }
 import random
 
