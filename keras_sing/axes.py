@@ -306,7 +306,6 @@ def is_guess_certain(variable):
     return ndim <= 1 or (ndim == 2 and variable.name not in _NOT_LINEAR_2D)
 
 
-
 def rules_from_layers(variables, layer_of):
     """`{id(variable): axes or UNKNOWN}` for `variables`, from
     `layer_of = {id(variable): layer}` (variables missing from it are

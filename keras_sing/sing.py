@@ -34,6 +34,7 @@ def _takes_adam_step(host):
         and type(host).update_step is keras.optimizers.Adam.update_step
     )
 
+
 # What a step with a NaN or inf gradient does (`on_nonfinite`).
 _NONFINITE_MODES = ("skip", "raise", "ignore")
 
@@ -331,7 +332,10 @@ class SING(keras.optimizers.Optimizer):
             self._plan(v, layer_rules, guessed, degenerate) for v in var_list
         )
         _warn_about(guessed, degenerate, found_model=bool(layer_rules))
-        _warn_about_unmatched(self.exclude, self.centralize_axes, var_list)
+        self._variable_paths = tuple(_host.path_of(v) for v in var_list)
+        _warn_about_unmatched(
+            self.exclude, self.centralize_axes, self._variable_paths
+        )
         if self.lookahead:
             self._slow_weights = tuple(
                 None
@@ -348,11 +352,10 @@ class SING(keras.optimizers.Optimizer):
                 (),
                 dtype="float32",
                 # named after its variable, as the slots are
-                name=f"{_host.path_of(v).replace('/', '_')}_gradient_norm",
+                name=f"{path.replace('/', '_')}_gradient_norm",
             )
-            for v in var_list
+            for path in self._variable_paths
         )
-        self._variable_paths = tuple(_host.path_of(v) for v in var_list)
         self._skipped_steps = self.add_variable(
             (), dtype="int32", name="skipped_steps"
         )
@@ -1263,20 +1266,25 @@ def _copy_of(variable):
     return initializer
 
 
+def _patterns(rule):
+    """The regexes of an `exclude`/`centralize_axes` rule: a string, a
+    list or tuple of them, or a dict's keys."""
+    return [rule] if isinstance(rule, str) else list(rule)
+
+
 def _unmatched(rule, paths):
-    """The regexes of an `exclude`/`centralize_axes` rule (a string, a
-    list or a dict's keys) that are found in none of `paths`."""
+    """The regexes of a rule that are found in none of `paths`."""
     if rule is None or callable(rule):
         return []
-    patterns = [rule] if isinstance(rule, str) else list(rule)
-    return [p for p in patterns if not any(re.search(p, x) for x in paths)]
+    return [
+        p for p in _patterns(rule) if not any(re.search(p, x) for x in paths)
+    ]
 
 
-def _warn_about_unmatched(exclude, centralize_axes, variables):
-    """Warns once per build about regexes that select no variable: a typo
-    or another model's layer names would otherwise change nothing,
-    silently."""
-    paths = [_host.path_of(v) for v in variables]
+def _warn_about_unmatched(exclude, centralize_axes, paths):
+    """Warns once per build about regexes that select none of the
+    variables' `paths`: a typo or another model's layer names would
+    otherwise change nothing, silently."""
     if not paths:
         return
     for name, rule, effect in (
@@ -1288,7 +1296,7 @@ def _warn_about_unmatched(exclude, centralize_axes, variables):
             warnings.warn(
                 f"SING's `{name}` regexes {unmatched} are found in none of "
                 f"the paths of the {len(paths)} variables it was built with "
-                f"(e.g. {paths[:3]}), so they {effect}. The regexes are "
+                f"(e.g. {list(paths[:3])}), so they {effect}. The regexes are "
                 "searched in `variable.path`; "
                 "`keras_sing.callbacks.exclude_regex(layer_path)` gives one "
                 "that selects exactly one layer's variables.",
@@ -1307,7 +1315,7 @@ def _check_rule(name, rule, accepted):
             f"or a {' or '.join(t.__name__ for t in _as_tuple(accepted))}. "
             f"Received: {rule!r}"
         )
-    patterns = [rule] if isinstance(rule, str) else list(rule)
+    patterns = _patterns(rule)
     if isinstance(rule, dict):
         for pattern, axes in rule.items():
             if not isinstance(pattern, str) or not axes_lib.is_axes(axes):
@@ -1345,8 +1353,8 @@ def _matches(rule, variable):
         return False
     if callable(rule):
         return bool(rule(variable))
-    patterns = [rule] if isinstance(rule, str) else rule
-    return any(re.search(p, _host.path_of(variable)) for p in patterns)
+    path = _host.path_of(variable)
+    return any(re.search(p, path) for p in _patterns(rule))
 
 
 def _serialize_rule(rule):
