@@ -139,23 +139,38 @@ def unit_mean(gradient, axes):
 def l2_norm(x, bound=None):
     """The L2 (Frobenius) norm of the whole tensor, safe at any scale.
 
-    Update rule:
-        s = 2^floor(log2(max|b|))        b = `bound` (default `x`)
+    Update rule (`bound=None`: three lanes in one reduction):
+        S_c = sum((c x)^2)    for c = 1, c_lo, c_hi (one (3, n) sum)
+        ||x||_2 = sqrt(S_1)             if 2^lo <= S_1 < 2^hi
+                = sqrt(S_lo) / c_lo     if S_1 >= 2^hi, or NaN
+                = sqrt(S_hi) / c_hi     if S_1 < 2^lo
+    Update rule (`bound` given: scaled by its maximum):
+        s = 2^floor(log2(max|b|))       b = `bound`
         ||x||_2 = s * sqrt(sum((x / s)^2))
 
-    Scaling by a power of two is exact, so this is `sqrt(sum(x^2))` to the
-    last bit wherever that does not overflow or underflow, and stays right
-    where it would (float32 overflows at |x| ~ 1e19, and underflows for
-    |x| < 1e-19). No branch: one reduction for `s`, one for the sum, so
-    compiled code has no `cond` per variable. `bound` is a tensor with
-    `max|x| <= 4 max|bound|`: the raw gradient for a centralized one
-    (|g - mean(g)| <= 2 max|g|), whose maximum can then be taken in the
-    same pass as its mean. An all-zero `x` (or an empty one) gives 0.
+    Both forms scale by powers of two, which is exact, so both give the
+    plain `sqrt(sum(x^2))` to the last bit wherever that does not overflow
+    or underflow, and stay right where it would (float32 overflows at
+    |x| ~ 1e19, and underflows for |x| < 1e-19). Neither branches: compiled
+    code has no `cond` per variable.
+
+    - The lanes (`c_lo = 2^-88`, `c_hi = 2^86` in float32; float64 has
+      its own) are one reduction with no pass before it, which XLA fuses
+      into one kernel. The scaled lanes cannot overflow for a finite `x`,
+      so the chosen sum is NaN or inf exactly when `x` holds a NaN or an
+      inf. SING's statistics use this form.
+    - `bound` is a tensor with `max|x| <= 4 max|bound|`: the raw gradient
+      for a centralized one (|g - mean(g)| <= 2 max|g|). This form takes
+      one reduction for `s` before the sum; torch's batched step uses it,
+      since its finiteness check has max|G| at hand.
+
+    Both are computed in float32 for float16/bfloat16. An all-zero `x` (or
+    an empty one) gives 0.
 
     Args:
         x: a tensor.
         bound: a tensor with `max|x| <= 4 max|bound|`, whose maximum sets
-            the scale, or `None` for `x` itself. Defaults to `None`.
+            the scale, or `None` for the three lanes. Defaults to `None`.
 
     Returns:
         A scalar: `||x||_2`, in `x`'s dtype.
@@ -169,6 +184,9 @@ def l2_norm(x, bound=None):
         >>> x = np.array([3e30, 4e30], "float32")
         >>> print(f"{float(ops.convert_to_numpy(transforms.l2_norm(x))):.3g}")
         5e+30
+        >>> norm = transforms.l2_norm(x, bound=x)
+        >>> print(f"{float(ops.convert_to_numpy(norm)):.3g}")
+        5e+30
 
     References:
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
@@ -176,20 +194,76 @@ def l2_norm(x, bound=None):
     """
     if 0 in tuple(x.shape):
         return ops.zeros((), x.dtype)
-    root, scale = _scaled_l2_norm(x, bound)
-    return ops.multiply(root, scale)
+    dtype = backend.standardize_dtype(x.dtype)
+    wide = compute_dtype(dtype)
+    bound = None if bound is None else ops.cast(bound, wide)
+    root, scale = _scaled_l2_norm(ops.cast(x, wide), bound)
+    return ops.cast(ops.multiply(root, scale), dtype)
 
 
 def _scaled_l2_norm(x, bound):
-    """`(r, s)` with `||x||_2 = s * r`: `s` the power of two below
-    max|bound|, `r = ||x / s||_2`. `r` cannot overflow (`|x / s| < 8`
-    given `max|x| <= 4 max|bound|`; `< 4` for a centralized gradient
-    bounded by its raw one), so it is NaN or inf exactly when `x` holds a
-    NaN or an inf."""
-    source = x if bound is None else bound
-    scale, inverse = power_of_two_scale(ops.max(ops.abs(source)))
+    """`(r, s)` with `||x||_2 = s * r`, `x` in its compute dtype: the
+    three lanes (`bound=None`), or `s` the power of two below max|bound|
+    and `r = ||x / s||_2`. `r` cannot overflow for a finite `x` (in the
+    bounded form, `|x / s| < 8` given `max|x| <= 4 max|bound|`), so it is
+    NaN or inf exactly when `x` holds a NaN or an inf."""
+    if bound is None:
+        return _lane_l2_norm(x)
+    scale, inverse = power_of_two_scale(ops.max(ops.abs(bound)))
     # ||x|| = s * sqrt(sum((x / s)^2))
     return ops.sqrt(ops.sum(ops.square(ops.multiply(x, inverse)))), scale
+
+
+def _lane_l2_norm(x):
+    """`l2_norm`'s three lanes: `(sqrt(S_c), 1 / c)` for the lane chosen."""
+    dtype = backend.standardize_dtype(x.dtype)
+    lanes, low, high, scales = (
+        ops.convert_to_tensor(c, dtype) for c in _norm_lanes(dtype)
+    )
+    flat = ops.reshape(x, (1, -1))
+    # S_c = sum((c x)^2) for the three c, in one reduction
+    sums = ops.sum(ops.square(ops.multiply(flat, lanes)), axis=1)
+    plain, down, up = sums[0], sums[1], sums[2]
+    # NaN fails `<`: a NaN or an inf takes the down lane, and stays so
+    use_down = ops.logical_not(ops.less(plain, high))
+    use_up = ops.less(plain, low)
+    chosen = ops.where(use_down, down, ops.where(use_up, up, plain))
+    scale = ops.where(
+        use_down, scales[1], ops.where(use_up, scales[2], scales[0])
+    )
+    return ops.sqrt(chosen), scale
+
+
+def _norm_lanes(dtype):
+    """`l2_norm`'s lane constants for a float dtype (float32 or wider):
+    `(c, 2^lo, 2^hi, 1 / c)`, `c = (1, c_lo, c_hi)` a `(3, 1)` array.
+
+    Update rule (from the dtype's exponent range [emin, emax) and its
+    mantissa bits p):
+        2^hi = 2^(emax - 8)              the plain sum's ceiling
+        2^lo = 2^(emin / 2 - 1)          its floor
+        c_lo = 2^-(emax / 2 + 24)        (max|x| c_lo)^2 n is finite, n < 2^48
+        c_hi = 2^(p - emin + emin / 2)   the smallest subnormal's square,
+                                         times c_hi^2, is normal
+
+    float32: `2^-64 <= S_1 < 2^120`, `c_lo = 2^-88`, `c_hi = 2^86`.
+
+    Args:
+        dtype: the dtype name of the tensors to take the norm of.
+
+    Returns:
+        `(c, 2^lo, 2^hi, 1 / c)`, NumPy values of `dtype`.
+    """
+    info = np.finfo(dtype)
+    emax, emin, p = info.maxexp, info.minexp, info.nmant
+    down = -(emax // 2 + 24)
+    up = p - emin + emin // 2
+    exponents = np.array([0, down, up])
+    lanes = np.ldexp(np.ones(3), exponents).astype(dtype).reshape(3, 1)
+    scales = np.ldexp(np.ones(3), -exponents).astype(dtype)
+    low = np.asarray(np.ldexp(1.0, emin // 2 - 1), dtype)
+    high = np.asarray(np.ldexp(1.0, emax - 8), dtype)
+    return lanes, low, high, scales
 
 
 def power_of_two_scale(magnitude):
@@ -308,7 +382,7 @@ def standardize_with_norm(
 
     Update rule:
         g <- g - mean(g, axes)           if centralize_ and axes
-        n = ||g||_2                      (l2_norm, scaled by max|G|)
+        n = ||g||_2                      (l2_norm, three lanes)
         g <- g / (n + epsilon)           if normalize_
 
     Args:
@@ -355,12 +429,12 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
 
     Update rule:
         mu = mean(G, axes)               if centralize_ and axes
-        n = ||G - mu||_2                 (l2_norm, scaled by max|G|)
+        n = ||G - mu||_2                 (l2_norm, three lanes)
 
-    The norm is computed as `s * ||(G - mu) / s||` (`l2_norm`), and its
-    scaled part cannot overflow, so it is NaN or inf exactly when `G`
-    holds a NaN or an inf: SING reads the gradients' finiteness from it,
-    with no pass of its own.
+    The norm is `l2_norm`'s three lanes, one reduction whose scaled lanes
+    cannot overflow, so it is NaN or inf exactly when `G` holds a NaN or
+    an inf: SING reads the gradients' finiteness from it, with no pass of
+    its own.
 
     Args:
         gradient: `G`, a tensor.
@@ -393,7 +467,7 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
     g = ops.cast(gradient, dtype)
     mean = unit_mean(g, axes) if centralize_ and axes else None
     centered = g if mean is None else ops.subtract(g, mean)
-    root, scale = _scaled_l2_norm(centered, g)
+    root, scale = _scaled_l2_norm(centered, None)
     return mean, ops.multiply(root, scale), ops.isfinite(root)
 
 

@@ -130,6 +130,31 @@ def test_standardize_with_given_maxima_is_identical():
     assert some[3:] == [None] * (len(grads) - 3)  # standardize did not write into the maxima it was given
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_batched_norms_are_l2_norm_of_the_centralized_gradient(scale):
+    """The batched path's norms are `transforms.l2_norm`'s bounded form
+    (`bound=G`, scaled by max|G|) of each centralized gradient, and its
+    three-lane form, which the generic path takes, to rounding: also at
+    1e-30 and 1e30, where a plain sum of squares would underflow or
+    overflow float32."""
+    import torch
+
+    from keras_sing import transforms
+    from keras_sing.backend import torch as torch_backend
+
+    rng = np.random.default_rng(3)
+    shapes = [(6, 4), (4,), (3, 3, 2, 5), (1,)]
+    axes = [(0,), None, (0, 1, 2), None]
+    grads = [torch.as_tensor((rng.standard_normal(s) * scale).astype("float32")) for s in shapes]
+    centered, norms = torch_backend.standardize(grads, axes, [False] * len(grads), 1e-8)
+    for g, a, c, n in zip(grads, axes, centered, norms, strict=True):
+        expected = transforms.centralize(g, a) if a else g
+        np.testing.assert_allclose(to_numpy(c), to_numpy(expected), rtol=1e-5, atol=1e-6 * scale)
+        oracle = np.linalg.norm(to_numpy(c).astype(np.float64) / scale) * scale
+        for form in (transforms.l2_norm(c, bound=g), transforms.l2_norm(c), n):
+            np.testing.assert_allclose(float(form), oracle, rtol=1e-6)
+
+
 def test_max_abs_is_aligned_with_its_tensors():
     """`max_abs` gives one entry per tensor, in order: max|g|, or None for
     a None or an empty tensor."""

@@ -1,5 +1,7 @@
 """Each transform alone, against tests/reference.py and inline cases."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -56,6 +58,81 @@ def test_standardize_extreme_scales_match_oracle(scale):
     out = to_numpy(transforms.standardize(g, (0,), 0.0))
     assert np.all(np.isfinite(out))
     assert_close(out, expected, rtol=1e-5)
+
+
+def _float64_scope():
+    """A scope where the backend computes in float64 (JAX needs x64 on)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("form", ["lanes", "bounded"])
+@pytest.mark.parametrize(
+    "dtype, exponents",
+    [
+        ("float32", [-120, -100, -64, -60, -30, 0, 30, 60, 64, 100, 110]),
+        ("float64", [-1000, -700, -512, -300, 0, 300, 512, 700, 1000]),
+    ],
+)
+def test_l2_norm_matches_oracle_at_every_scale(form, dtype, exponents):
+    """`l2_norm`, both forms, equals sqrt(sum(x^2)) computed in float64 on
+    x / 2^e (exact) and scaled back, for x = y 2^e across the dtype's
+    range: past where sum(x^2) overflows or underflows (float32 beyond
+    2^+-64, float64 beyond 2^+-512), up to where the norm itself would.
+    float64 has its own lanes; float32's would overflow there."""
+    rng = np.random.default_rng(0)
+    with _float64_scope():
+        for e in exponents:
+            for n in (1, 7, 4096):
+                x = np.ldexp(rng.standard_normal(n), e).astype(dtype)
+                expected = np.linalg.norm(np.ldexp(x.astype(np.float64), -e))
+                tensor = keras.ops.convert_to_tensor(x)
+                bound = tensor if form == "bounded" else None
+                norm = transforms.l2_norm(tensor, bound=bound)
+                assert keras.backend.standardize_dtype(norm.dtype) == dtype
+                got = np.ldexp(np.float64(to_numpy(norm)), -e)
+                tolerance = 1e-6 if dtype == "float32" else 1e-14
+                np.testing.assert_allclose(got, expected, rtol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_norm_lanes_cannot_overflow_and_keep_the_smallest_numbers(dtype):
+    """The lane constants keep their promises: the scaled-down lane of the
+    largest finite number, squared and summed 2^47 times, is finite; the
+    scaled-up lane of the smallest subnormal, squared, is a normal number;
+    the plain window [2^lo, 2^hi) holds the squares it is chosen for.
+    float32's are the documented 2^-88, 2^86, 2^-64 and 2^120."""
+    lanes, low, high, scales = transforms._norm_lanes(dtype)
+    info = np.finfo(dtype)
+    c_lo, c_hi = np.float64(lanes[1, 0]), np.float64(lanes[2, 0])
+    with np.errstate(over="raise", under="ignore"):
+        big = np.asarray(info.max * lanes[1, 0], dtype)
+        assert np.isfinite(np.asarray(big * big * 2.0**47, dtype))
+        tiny = np.asarray(info.smallest_subnormal * lanes[2, 0], dtype)
+        assert np.asarray(tiny * tiny, dtype) >= info.smallest_normal
+        # the up lane, chosen for sums below 2^lo, sums below 2^lo c_hi^2
+        up = np.asarray(np.asarray(low * lanes[2, 0], dtype) * lanes[2, 0], dtype)
+        assert np.isfinite(np.asarray(up * 2.0**8, dtype))
+    np.testing.assert_array_equal(scales * lanes[:, 0], np.ones(3, dtype))
+    assert low.dtype == high.dtype == lanes.dtype == np.dtype(dtype)
+    if dtype == "float32":
+        assert (c_lo, c_hi, float(low), float(high)) == (
+            2.0**-88, 2.0**86, 2.0**-64, 2.0**120
+        )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_l2_norm_of_low_precision_is_computed_in_float32(dtype):
+    """A float16/bfloat16 tensor's norm is taken in float32 (float16's
+    lanes would not exist: 2^-88 is 0 there) and returned in its dtype."""
+    x = keras.ops.convert_to_tensor(np.full((64,), 100.0, "float32"), dtype)
+    for bound in (None, x):
+        norm = transforms.l2_norm(x, bound=bound)
+        assert keras.backend.standardize_dtype(norm.dtype) == dtype
+        np.testing.assert_allclose(float(to_numpy(keras.ops.cast(norm, "float32"))), 800.0, rtol=1e-2)
 
 
 def test_standardize_scale_invariance():

@@ -139,10 +139,12 @@ def standardize(grads, axes, normalize, epsilon, maxima=None):
 
     `axes[i]` is the centralization axes of `grads[i]` (None for none);
     `normalize[i]` whether to divide it by its norm. The norms are
-    `transforms.l2_norm`'s `s * ||g / s||`, `s` the power of two below
-    the raw gradient's max|g| (exact, no overflow, no underflow), taken
-    from `maxima[i]` (`max_abs` of the same tensors) where it is given,
-    else computed (one pass for all that lack it)."""
+    `transforms.l2_norm(g, bound=G)`, its bounded form: `s * ||g / s||`,
+    `s` the power of two below the raw gradient's max|G| (exact, no
+    overflow, no underflow; the value of the three lanes the generic path
+    takes, up to rounding), with max|G| from `maxima[i]` (`max_abs` of the
+    same tensors: the finiteness check's) where it is given, else computed
+    (one pass for all that lack it)."""
     out = centralize_all(grads, axes)
     # ||g|| = 0 for an empty g; every other norm is computed below (no
     # zeros launched for them: on a GPU each would be a kernel)
