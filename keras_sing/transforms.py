@@ -22,6 +22,16 @@ from keras_sing import backend as backend_lib
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
+# The largest tensor whose norm SING's statistics take in `l2_norm`'s three
+# lanes; larger ones take its bounded form (scaled by max|G|). Both are
+# exact. The lanes are one reduction with no pass before it, which saves
+# XLA a fusion per tensor (compile time, the same for any size); they
+# compute three squares per element, where the bounded form's max|G| comes
+# from the mean's own pass, so on a large tensor they cost run time
+# (+5% on a ResNet-50-shaped step on JAX, more on TensorFlow;
+# docs/performance.md).
+LANE_ELEMENTS = 4096
+
 
 def compute_dtype(dtype):
     """The dtype SING computes in for a tensor of `dtype`.
@@ -158,11 +168,14 @@ def l2_norm(x, bound=None):
       its own) are one reduction with no pass before it, which XLA fuses
       into one kernel. The scaled lanes cannot overflow for a finite `x`,
       so the chosen sum is NaN or inf exactly when `x` holds a NaN or an
-      inf. SING's statistics use this form.
+      inf. SING's statistics use this form for tensors of up to
+      `LANE_ELEMENTS` elements.
     - `bound` is a tensor with `max|x| <= 4 max|bound|`: the raw gradient
       for a centralized one (|g - mean(g)| <= 2 max|g|). This form takes
-      one reduction for `s` before the sum; torch's batched step uses it,
-      since its finiteness check has max|G| at hand.
+      one reduction for `s` before the sum, but computes one square per
+      element where the lanes compute three. SING's statistics use it for
+      larger tensors (max|G| is taken beside the unit mean), and torch's
+      batched step for all (its finiteness check has max|G| at hand).
 
     Both are computed in float32 for float16/bfloat16. An all-zero `x` (or
     an empty one) gives 0.
@@ -382,7 +395,7 @@ def standardize_with_norm(
 
     Update rule:
         g <- g - mean(g, axes)           if centralize_ and axes
-        n = ||g||_2                      (l2_norm, three lanes)
+        n = ||g||_2                      (l2_norm: lanes, or scaled by max|G|)
         g <- g / (n + epsilon)           if normalize_
 
     Args:
@@ -429,12 +442,15 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
 
     Update rule:
         mu = mean(G, axes)               if centralize_ and axes
-        n = ||G - mu||_2                 (l2_norm, three lanes)
+        n = ||G - mu||_2                 (l2_norm: lanes, or scaled by max|G|)
 
-    The norm is `l2_norm`'s three lanes, one reduction whose scaled lanes
-    cannot overflow, so it is NaN or inf exactly when `G` holds a NaN or
-    an inf: SING reads the gradients' finiteness from it, with no pass of
-    its own.
+    The norm is `l2_norm`'s, in three lanes for a tensor of up to
+    `LANE_ELEMENTS` elements (one reduction, no pass before it: less to
+    compile), scaled by max|G| above (less arithmetic per element; max|G|
+    is taken beside the mean). Either way it is exact, and its scaled
+    part cannot overflow, so it is NaN or inf exactly when `G` holds a
+    NaN or an inf: SING reads the gradients' finiteness from it, with no
+    pass of its own.
 
     Args:
         gradient: `G`, a tensor.
@@ -467,8 +483,19 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
     g = ops.cast(gradient, dtype)
     mean = unit_mean(g, axes) if centralize_ and axes else None
     centered = g if mean is None else ops.subtract(g, mean)
-    root, scale = _scaled_l2_norm(centered, None)
+    # small tensors: the three lanes; larger: scaled by max|G| (LANE_ELEMENTS)
+    bound = None if _size(g) <= LANE_ELEMENTS else g
+    root, scale = _scaled_l2_norm(centered, bound)
     return mean, ops.multiply(root, scale), ops.isfinite(root)
+
+
+def _size(x):
+    """The number of elements of `x`; unknown (a dimension not known
+    when traced) counts as large."""
+    shape = tuple(x.shape)
+    if any(d is None for d in shape):
+        return LANE_ELEMENTS + 1
+    return int(np.prod(shape))
 
 
 def apply_standardization(gradient, mean, norm, epsilon, *, normalize_=True):

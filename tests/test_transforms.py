@@ -135,6 +135,24 @@ def test_l2_norm_of_low_precision_is_computed_in_float32(dtype):
         np.testing.assert_allclose(float(to_numpy(keras.ops.cast(norm, "float32"))), 800.0, rtol=1e-2)
 
 
+@pytest.mark.parametrize("shape", [(16, 8), (96, 64)])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_statistics_take_lanes_up_to_lane_elements(shape, scale, monkeypatch):
+    """SING's statistics take the three lanes for a tensor of up to
+    `LANE_ELEMENTS` elements and the bounded form above, and both give
+    the float64 oracle's norm and finiteness, at 1e-30 and 1e30 too."""
+    lanes = []
+    original = transforms._lane_l2_norm
+    monkeypatch.setattr(transforms, "_lane_l2_norm", lambda x: lanes.append(1) or original(x))
+    g = (np.random.default_rng(1).standard_normal(shape) * scale).astype("float32")
+    mean, norm, finite = transforms.standardization_statistics(g, (0,))
+    assert bool(lanes) is (g.size <= transforms.LANE_ELEMENTS)
+    centered = g.astype(np.float64) / scale
+    centered -= centered.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(float(to_numpy(norm)), np.linalg.norm(centered) * scale, rtol=1e-6)
+    assert bool(to_numpy(finite))
+
+
 def test_standardize_scale_invariance():
     """c * G gives the same direction for c in 1e-6..1e6, up to the
     epsilon term: |rel. change| <= eps / ||c G|| (1e-5 here at c = 1e-6)."""

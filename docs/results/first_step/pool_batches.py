@@ -1,27 +1,35 @@
-# Pools main's JAX first-step turns across the batch logs (SING at main's JAX program against AdamW of the
-# same turn): per log, then all together, with the bootstrap 90% interval over turns of
-# first_step_turns_summary.py. A/B logs name each SING run's code after its turn; only main's is taken.
+# Pools the JAX first-step turns of one program across the batch logs (SING at that program against
+# AdamW of the same turn): per log, then all together, with the bootstrap 90% interval over turns of
+# first_step_turns_summary.py. A/B logs name each SING run's code after its turn; only the program's
+# is taken. Two programs: "before" is main up to d4da14f (the norm scaled by max|G|), "lanes" is main
+# from c85b774 (the three-lane norm; the seventeenth pass's patch measured the same program).
 # Run from the repository root:
-#   .venv/bin/python docs/results/first_step/pool_batches.py
+#   .venv/bin/python docs/results/first_step/pool_batches.py [before|lanes]
 import collections, os, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from first_step_turns_summary import bootstrap_interval, pooled, read_runs
-# (log, SING code label of main's program)
-LOGS = {
+# (log, SING code label of the program)
+BEFORE = {
     "transformer": [("jax_turns_eighth.log", ""), ("jax_turns_ninth.log", ""), ("jax_skip_inside_tenth.log", "/tmp/base"),
                     ("jax_grouped_statistics_eleventh.log", "/work/main"), ("jax_turns_eleventh.log", "/work/main"),
                     ("jax_turns_twelfth.log", ""), ("jax_turns_thirteenth.log", ""),
                     ("jax_plain_norm_fourteenth.log", "/work/main"), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                     ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
                     ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
-                    ("jax_lane_norm_seventeenth.log", "/work/main")],
+                    ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base")],
     "resnet50": [("jax_turns_eighth.log", ""), ("jax_resnet50_turns_twelfth.log", ""),
                  ("jax_turns_thirteenth.log", ""), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                  ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
                  ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
-                 ("jax_lane_norm_seventeenth.log", "/work/main")],
+                 ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base")],
 }
+LANES = {
+    model: [("jax_lane_norm_seventeenth.log", "/tmp/lanes_wt"), ("jax_lanes_landed.log", "/work/main"),
+            ("jax_turns_lanes.log", "/work/main")]
+    for model in ("transformer", "resnet50")
+}
+LOGS = {"before": BEFORE, "lanes": LANES}[sys.argv[1] if len(sys.argv) > 1 else "before"]
 import random
 
 
