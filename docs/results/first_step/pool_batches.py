@@ -1,10 +1,11 @@
 # Pools the JAX first-step turns of one program across the batch logs (SING at that program against
 # AdamW of the same turn): per log, then all together, with the bootstrap 90% interval over turns of
 # first_step_turns_summary.py. A/B logs name each SING run's code after its turn; only the program's
-# is taken. Two programs: "before" is main up to d4da14f (the norm scaled by max|G|), "lanes" is main
-# from c85b774 (the three-lane norm; the seventeenth pass's patch measured the same program).
+# is taken. Three programs: "before" is main up to d4da14f (the norm scaled by max|G|), "lanes" the
+# three-lane norm on every tensor (c85b774, and the seventeenth pass's patch of the same program),
+# "small_lanes" main from 8d8f7d0 (the lanes up to 4096 elements, scaled by max|G| above).
 # Run from the repository root:
-#   .venv/bin/python docs/results/first_step/pool_batches.py [before|lanes]
+#   .venv/bin/python docs/results/first_step/pool_batches.py [before|lanes|small_lanes]
 import collections, os, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -17,19 +18,22 @@ BEFORE = {
                     ("jax_plain_norm_fourteenth.log", "/work/main"), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                     ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
                     ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
-                    ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base")],
+                    ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base"),
+                    ("jax_small_lanes.log", "/tmp/base")],
     "resnet50": [("jax_turns_eighth.log", ""), ("jax_resnet50_turns_twelfth.log", ""),
                  ("jax_turns_thirteenth.log", ""), ("jax_one_pass_norm_fourteenth.log", "/work/main"),
                  ("jax_no_library_calls_fifteenth.log", "/tmp/base"),
                  ("jax_plain_norm_finite_pass_fifteenth.log", "/tmp/base"),
-                 ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base")],
+                 ("jax_lane_norm_seventeenth.log", "/work/main"), ("jax_lanes_landed.log", "/tmp/base"),
+                 ("jax_small_lanes.log", "/tmp/base")],
 }
 LANES = {
-    model: [("jax_lane_norm_seventeenth.log", "/tmp/lanes_wt"), ("jax_lanes_landed.log", "/work/main"),
-            ("jax_turns_lanes.log", "/work/main")]
+    model: [("jax_lane_norm_seventeenth.log", "/tmp/lanes_wt"), ("jax_lanes_landed.log", "/work/main")]
     for model in ("transformer", "resnet50")
 }
-LOGS = {"before": BEFORE, "lanes": LANES}[sys.argv[1] if len(sys.argv) > 1 else "before"]
+SMALL_LANES = {model: [("jax_small_lanes.log", "/work/main"), ("jax_turns_small_lanes.log", "/work/main")]
+               for model in ("transformer", "resnet50")}
+LOGS = {"before": BEFORE, "lanes": LANES, "small_lanes": SMALL_LANES}[sys.argv[1] if len(sys.argv) > 1 else "before"]
 import random
 
 
