@@ -168,14 +168,15 @@ def l2_norm(x, bound=None):
       its own) are one reduction with no pass before it, which XLA fuses
       into one kernel. The scaled lanes cannot overflow for a finite `x`,
       so the chosen sum is NaN or inf exactly when `x` holds a NaN or an
-      inf. SING's statistics use this form for tensors of up to
-      `LANE_ELEMENTS` elements.
+      inf. `l2_norm` and SING's statistics use this form for tensors of
+      up to `LANE_ELEMENTS` elements.
     - `bound` is a tensor with `max|x| <= 4 max|bound|`: the raw gradient
       for a centralized one (|g - mean(g)| <= 2 max|g|). This form takes
       one reduction for `s` before the sum, but computes one square per
-      element where the lanes compute three. SING's statistics use it for
-      larger tensors (max|G| is taken beside the unit mean), and torch's
-      batched step for all (its finiteness check has max|G| at hand).
+      element where the lanes compute three. Larger tensors take it
+      (`bound = x` by default; SING's statistics take max|G| beside the
+      unit mean), and so does torch's batched step for every tensor (its
+      finiteness check has max|G| at hand).
 
     Both are computed in float32 for float16/bfloat16. An all-zero `x` (or
     an empty one) gives 0.
@@ -183,7 +184,8 @@ def l2_norm(x, bound=None):
     Args:
         x: a tensor.
         bound: a tensor with `max|x| <= 4 max|bound|`, whose maximum sets
-            the scale, or `None` for the three lanes. Defaults to `None`.
+            the scale, or `None`: the three lanes for a tensor of up to
+            `LANE_ELEMENTS` elements, `x` itself above. Defaults to `None`.
 
     Returns:
         A scalar: `||x||_2`, in `x`'s dtype.
@@ -209,6 +211,8 @@ def l2_norm(x, bound=None):
         return ops.zeros((), x.dtype)
     dtype = backend.standardize_dtype(x.dtype)
     wide = compute_dtype(dtype)
+    if bound is None and _size(x) > LANE_ELEMENTS:
+        bound = x
     bound = None if bound is None else ops.cast(bound, wide)
     root, scale = _scaled_l2_norm(ops.cast(x, wide), bound)
     return ops.cast(ops.multiply(root, scale), dtype)

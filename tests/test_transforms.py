@@ -86,7 +86,7 @@ def test_l2_norm_matches_oracle_at_every_scale(form, dtype, exponents):
     rng = np.random.default_rng(0)
     with _float64_scope():
         for e in exponents:
-            for n in (1, 7, 4096):
+            for n in (1, 7, 4096, 6000):
                 x = np.ldexp(rng.standard_normal(n), e).astype(dtype)
                 expected = np.linalg.norm(np.ldexp(x.astype(np.float64), -e))
                 tensor = keras.ops.convert_to_tensor(x)
@@ -138,9 +138,10 @@ def test_l2_norm_of_low_precision_is_computed_in_float32(dtype):
 @pytest.mark.parametrize("shape", [(16, 8), (96, 64)])
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
 def test_statistics_take_lanes_up_to_lane_elements(shape, scale, monkeypatch):
-    """SING's statistics take the three lanes for a tensor of up to
-    `LANE_ELEMENTS` elements and the bounded form above, and both give
-    the float64 oracle's norm and finiteness, at 1e-30 and 1e30 too."""
+    """SING's statistics, and `l2_norm` by default, take the three lanes
+    for a tensor of up to `LANE_ELEMENTS` elements and the bounded form
+    above, and both give the float64 oracle's norm and finiteness, at
+    1e-30 and 1e30 too."""
     lanes = []
     original = transforms._lane_l2_norm
     monkeypatch.setattr(transforms, "_lane_l2_norm", lambda x: lanes.append(1) or original(x))
@@ -151,6 +152,10 @@ def test_statistics_take_lanes_up_to_lane_elements(shape, scale, monkeypatch):
     centered -= centered.mean(axis=0, keepdims=True)
     np.testing.assert_allclose(float(to_numpy(norm)), np.linalg.norm(centered) * scale, rtol=1e-6)
     assert bool(to_numpy(finite))
+    lanes.clear()
+    plain = transforms.l2_norm(g)  # the default takes the same form
+    assert bool(lanes) is (g.size <= transforms.LANE_ELEMENTS)
+    np.testing.assert_allclose(float(to_numpy(plain)), np.linalg.norm(g.astype(np.float64) / scale) * scale, rtol=1e-6)
 
 
 def test_standardize_scale_invariance():
