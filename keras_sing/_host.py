@@ -190,6 +190,10 @@ def take_over(sing, host):
             "SING(keras.optimizers.AdamW(...))."
         )
     host._sing_hosted = True
+    # the host's own `apply` (what its `apply_gradients` and
+    # `stateless_apply` call) would run SING's step without SING's skip;
+    # SING applies it through `apply_host`
+    host.apply = functools.partial(_applied_on_its_own, host)
     host_update_step = host.update_step
     host.update_step = functools.partial(update_step, sing, host_update_step)
     host._apply_weight_decay = _no_weight_decay
@@ -270,6 +274,21 @@ def adam_hyper(sing, index, variable):
     )
 
 
+def apply_host(host, grads, trainable_variables=None):
+    """The host's own `apply` (its class's), which `take_over` keeps from
+    being called on the host directly."""
+    return type(host).apply(host, grads, trainable_variables)
+
+
+def _applied_on_its_own(host, *args, **kwargs):
+    raise RuntimeError(
+        f"This {type(host).__name__} is the host of a SING optimizer, which "
+        "routes the host's update through SING: apply gradients through "
+        "the SING (`sing.apply_gradients`), or create a new optimizer to "
+        "use it on its own."
+    )
+
+
 def backend_update_step(sing, host_backend_update_step, grads, variables,
                         learning_rate):
     """The host's `_backend_update_step` (every variable's `update_step`,
@@ -283,7 +302,6 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     runs per variable in the strategy's cross-replica update, so there
     `update_step` does LookAhead per variable instead, after the seed of
     all of them (`distributed_update_step`)."""
-    _check_applied_through(sing)
     if not sing.lookahead or lookahead_per_variable():
         host_backend_update_step(grads, variables, learning_rate)
         return
@@ -323,18 +341,6 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     _assign_when(host, sync, lookahead_variables + slots, synced)
 
 
-def _check_applied_through(sing):
-    """A host applied on its own, before its SING is built, would reach
-    SING's step with no SING state: say so, rather than fail inside."""
-    if not sing.built:
-        raise RuntimeError(
-            f"This {type(sing.inner_optimizer).__name__} is the host of a "
-            "SING optimizer, which routes the host's update through SING: "
-            "apply gradients through the SING (`sing.apply_gradients`), or "
-            "create a new optimizer to use it on its own."
-        )
-
-
 def distributed_update_step(sing, host_distributed_update_step, distribution,
                             grads_and_vars, learning_rate):
     """TensorFlow: the host's cross-replica update (each variable's
@@ -345,7 +351,6 @@ def distributed_update_step(sing, host_distributed_update_step, distribution,
     but only a variable with a gradient gets an update; the seed here takes
     them all (`lookahead_seed_pairs`), before any weight is written, so a
     variable updated at step 1 gets the same copy twice."""
-    _check_applied_through(sing)
     if sing.lookahead and lookahead_per_variable():
         from keras_sing.backend import tensorflow as tf_backend
 
@@ -516,15 +521,14 @@ def _standardize_for_host(sing, index, gradient, statistics):
     SING leaves unchanged (`exclude`, or both transforms off) reaches the
     host as given, sparse included."""
     standardize, axes = sing._plans[index]
-    if not standardize:
-        if statistics is not None:
-            return gradient, statistics[1]
-        dense = backend_lib.densify(gradient)
-        dtype = transforms.compute_dtype(dense.dtype)
-        return gradient, transforms.l2_norm(ops.cast(dense, dtype))
+    if statistics is None:
+        # the norm of a sparse gradient's values, which SING records
+        statistics = transforms.standardization_statistics(
+            backend_lib.densify(gradient), axes, centralize_=standardize
+        )
     return transforms.standardize_with_norm(
-        gradient, axes, sing.epsilon, normalize_=sing.normalize,
-        statistics=statistics,
+        gradient, axes, sing.epsilon, centralize_=standardize,
+        normalize_=standardize and sing.normalize, statistics=statistics,
     )
 
 
@@ -871,7 +875,7 @@ def stateless_apply_unchecked(sing, optimizer_values, grads, trainable_values):
         zip(sing._trainable_variables, trainable_values, strict=True)
     ) + list(zip(sing.variables, optimizer_values, strict=True))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        sing.inner_optimizer.apply(grads)
+        apply_host(sing.inner_optimizer, grads)
     return (
         [scope.get_current_value(v) for v in sing._trainable_variables],
         [scope.get_current_value(v) for v in sing.variables],
@@ -884,7 +888,7 @@ def apply_per_replica_if_finite(sing, grads, trainable_variables):
 
     tf_backend.apply_if_all_replicas_finite(
         all_finite,
-        lambda g: sing.inner_optimizer.apply(g, trainable_variables),
+        lambda g: apply_host(sing.inner_optimizer, g, trainable_variables),
         sing._count_skipped_step,
         lambda finite: sing._raise_if_requested(
             finite, lambda: ops.add(read(sing.inner_optimizer.iterations), 1)

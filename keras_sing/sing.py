@@ -573,7 +573,7 @@ class SING(keras.optimizers.Optimizer):
         if _host.in_jax_stateless_scope():
             self._apply_through_stateless_apply(grads, trainable_variables)
         elif self.on_nonfinite == "ignore":
-            host.apply(grads, trainable_variables)
+            _host.apply_host(host, grads, trainable_variables)
         elif _host.in_tf_replica_context():
             _host.apply_per_replica_if_finite(self, grads, trainable_variables)
         else:
@@ -584,7 +584,9 @@ class SING(keras.optimizers.Optimizer):
             with _host.step_settings(**settings):
                 backend_lib.cond(
                     finite,
-                    lambda: host.apply(grads, trainable_variables),
+                    lambda: _host.apply_host(
+                        host, grads, trainable_variables
+                    ),
                     self._count_skipped_step,
                 )
             # read after the skip: a skipped step left the counter as it was

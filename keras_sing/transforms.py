@@ -210,11 +210,12 @@ def l2_norm(x, bound=None):
     if 0 in tuple(x.shape):
         return ops.zeros((), x.dtype)
     dtype = backend.standardize_dtype(x.dtype)
-    wide = compute_dtype(dtype)
-    if bound is None and _size(x) > LANE_ELEMENTS:
-        bound = x
-    bound = None if bound is None else ops.cast(bound, wide)
-    root, scale = _scaled_l2_norm(ops.cast(x, wide), bound)
+    wide = ops.cast(x, compute_dtype(dtype))
+    if bound is not None:
+        bound = ops.cast(bound, wide.dtype)
+    elif not _takes_lanes(x):
+        bound = wide
+    root, scale = _scaled_l2_norm(wide, bound)
     return ops.cast(ops.multiply(root, scale), dtype)
 
 
@@ -487,19 +488,18 @@ def standardization_statistics(gradient, axes, *, centralize_=True):
     g = ops.cast(gradient, dtype)
     mean = unit_mean(g, axes) if centralize_ and axes else None
     centered = g if mean is None else ops.subtract(g, mean)
-    # small tensors: the three lanes; larger: scaled by max|G| (LANE_ELEMENTS)
-    bound = None if _size(g) <= LANE_ELEMENTS else g
-    root, scale = _scaled_l2_norm(centered, bound)
+    root, scale = _scaled_l2_norm(centered, None if _takes_lanes(g) else g)
     return mean, ops.multiply(root, scale), ops.isfinite(root)
 
 
-def _size(x):
-    """The number of elements of `x`; unknown (a dimension not known
-    when traced) counts as large."""
+def _takes_lanes(x):
+    """Whether `l2_norm` takes `x`'s norm in its three lanes (by default,
+    and in SING's statistics): `x` has at most `LANE_ELEMENTS` elements.
+    A shape not fully known when traced counts as large."""
     shape = tuple(x.shape)
     if any(d is None for d in shape):
-        return LANE_ELEMENTS + 1
-    return int(np.prod(shape))
+        return False
+    return int(np.prod(shape)) <= LANE_ELEMENTS
 
 
 def apply_standardization(gradient, mean, norm, epsilon, *, normalize_=True):
@@ -517,7 +517,8 @@ def apply_standardization(gradient, mean, norm, epsilon, *, normalize_=True):
         normalize_: whether to divide by the norm. Defaults to `True`.
 
     Returns:
-        The standardized gradient, in `G`'s dtype.
+        The standardized gradient, in `G`'s dtype; `G` itself (not even
+        cast, so a sparse `G` stays sparse) when neither step applies.
 
     Examples:
         >>> import numpy as np
@@ -535,6 +536,8 @@ def apply_standardization(gradient, mean, norm, epsilon, *, normalize_=True):
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
           https://arxiv.org/abs/2305.15997), 2023.
     """
+    if mean is None and not normalize_:
+        return gradient
     dtype = backend.standardize_dtype(gradient.dtype)
     if 0 in tuple(gradient.shape):
         return gradient
@@ -1090,16 +1093,12 @@ def standardize_gradient(gradient, hyper, statistics=None):
         - Courtois et al., [SING: A Plug-and-Play DNN Learning Technique](
           https://arxiv.org/abs/2305.15997), 2023.
     """
-    if not hyper.standardize:
-        if statistics is not None:
-            return gradient, statistics[1]
-        dtype = compute_dtype(gradient.dtype)
-        return gradient, l2_norm(ops.cast(gradient, dtype))
     return standardize_with_norm(
         gradient,
         hyper.centralize_axes,
         hyper.epsilon,
-        normalize_=hyper.normalize,
+        centralize_=hyper.standardize,
+        normalize_=hyper.standardize and hyper.normalize,
         statistics=statistics,
     )
 

@@ -291,3 +291,22 @@ def test_a_host_applied_on_its_own_says_it_belongs_to_a_sing():
     kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
     with pytest.raises(RuntimeError, match="host of a SING optimizer.*sing.apply_gradients"):
         host.apply_gradients([(keras.ops.ones((3, 2)), kernel)])
+
+
+def test_a_host_applied_on_its_own_after_sing_is_built_raises_and_changes_nothing():
+    """Once SING has stepped, the host's own `apply_gradients` would run
+    SING's step without SING's skip: it raises, naming the fix, and no
+    variable moves. The SING goes on stepping."""
+    host = keras.optimizers.AdamW(0.1)
+    opt = keras_sing.SING(host)
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    grad = keras.ops.convert_to_tensor(np.arange(6.0, dtype="float32").reshape(3, 2))
+    opt.apply_gradients([(grad, kernel)])
+    before = [keras.ops.convert_to_numpy(v) for v in [kernel, *opt.variables]]
+    with pytest.raises(RuntimeError, match="host of a SING optimizer.*sing.apply_gradients"):
+        host.apply_gradients([(grad, kernel)])
+    after = [keras.ops.convert_to_numpy(v) for v in [kernel, *opt.variables]]
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    opt.apply_gradients([(grad, kernel)])
+    assert int(opt.iterations) == 2

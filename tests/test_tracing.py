@@ -87,21 +87,22 @@ def test_built_in_a_trace_equals_built_eagerly():
 
 
 def test_fit_traces_the_train_step_once():
-    """Through `model.fit(jit_compile=True)`: the host's `apply`, which
-    SING calls once per trace, is traced once over three steps."""
+    """Through `model.fit(jit_compile=True)`: the host's update
+    (`_backend_update_step`, SING's step inside the host's `apply`), which
+    runs once per trace, is traced once over three steps."""
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(2)]
     )
     opt = keras_sing.SING(keras.optimizers.AdamW(1e-2))
     host = opt.inner_optimizer
     calls = []
-    host_apply = host.apply
+    host_update = host._backend_update_step
 
-    def counting_apply(*args, **kwargs):
+    def counting_update(*args, **kwargs):
         calls.append(1)
-        return host_apply(*args, **kwargs)
+        return host_update(*args, **kwargs)
 
-    host.apply = counting_apply
+    host._backend_update_step = counting_update
     model.compile(opt, "mse", jit_compile=True)
     x = np.random.default_rng(0).standard_normal((12, 6)).astype("float32")
     y = np.zeros((12, 2), "float32")

@@ -158,6 +158,16 @@ def test_statistics_take_lanes_up_to_lane_elements(shape, scale, monkeypatch):
     np.testing.assert_allclose(float(to_numpy(plain)), np.linalg.norm(g.astype(np.float64) / scale) * scale, rtol=1e-6)
 
 
+def test_a_shape_not_known_when_traced_takes_the_bounded_form():
+    """The lanes' choice reads the static shape: a dimension unknown when
+    traced counts as large (the bounded form is exact at any size)."""
+    limit = transforms.LANE_ELEMENTS
+    assert transforms._takes_lanes(keras.KerasTensor((limit,)))
+    assert not transforms._takes_lanes(keras.KerasTensor((limit + 1,)))
+    assert not transforms._takes_lanes(keras.KerasTensor((None, 2)))
+    assert transforms._takes_lanes(keras.KerasTensor(()))
+
+
 def test_standardize_scale_invariance():
     """c * G gives the same direction for c in 1e-6..1e6, up to the
     epsilon term: |rel. change| <= eps / ||c G|| (1e-5 here at c = 1e-6)."""
