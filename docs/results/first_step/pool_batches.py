@@ -31,7 +31,8 @@ LANES = {
     model: [("jax_lane_norm_seventeenth.log", "/tmp/lanes_wt"), ("jax_lanes_landed.log", "/work/main")]
     for model in ("transformer", "resnet50")
 }
-SMALL_LANES = {model: [("jax_small_lanes.log", "/work/main"), ("jax_turns_small_lanes.log", "/work/main")]
+SMALL_LANES = {model: [("jax_small_lanes.log", "/work/main"), ("jax_turns_small_lanes.log", "/work/main"),
+                        ("jax_turns_nineteenth.log", "/tmp/head")]
                for model in ("transformer", "resnet50")}
 LOGS = {"before": BEFORE, "lanes": LANES, "small_lanes": SMALL_LANES}[sys.argv[1] if len(sys.argv) > 1 else "before"]
 import random
