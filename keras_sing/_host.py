@@ -453,7 +453,12 @@ def _assign_when(host, pred, targets, new_values):
 
 
 def update_step(sing, host_update_step, gradient, variable, learning_rate):
-    """SING's step for one variable, in the host's `update_step` place."""
+    """SING's step for one variable, in the host's `update_step` place. A
+    trainable variable of a non-float dtype gets the host's own step, as
+    without SING (SING has no statistics, slow copy or norm for it)."""
+    if not keras.backend.is_float_dtype(variable.dtype):
+        host_update_step(gradient, variable, learning_rate)
+        return
     host = sing.inner_optimizer
     index = host._get_variable_index(variable)
     step, is_update = real_step(host, read(host._iterations))
@@ -807,7 +812,10 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
         return all_finite(grads), {}
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
-        if gradient is None:
+        # a non-float variable's gradient cannot hold a NaN or an inf
+        if gradient is None or not keras.backend.is_float_dtype(
+            variable.dtype
+        ):
             continue
         standardize, axes = sing._plans[host._get_variable_index(variable)]
         statistics[host._var_key(variable)] = (

@@ -340,6 +340,7 @@ class SING(keras.optimizers.Optimizer):
             self._slow_weights = tuple(
                 None
                 if getattr(v, "overwrite_with_gradient", False)
+                or not keras.backend.is_float_dtype(v.dtype)
                 else self.add_variable_from_reference(
                     v, name="lookahead_slow", initializer=_copy_of(v)
                 )
@@ -368,8 +369,10 @@ class SING(keras.optimizers.Optimizer):
     def _plan(self, variable, layer_rules, guessed, degenerate):
         """`(standardize, axes)` for `variable`: whether (1)-(2) apply, and
         (1)'s axes (`None` for none)."""
-        if _matches(self.exclude, variable) or not (
-            self.centralize or self.normalize
+        if (
+            _matches(self.exclude, variable)
+            or not (self.centralize or self.normalize)
+            or not keras.backend.is_float_dtype(variable.dtype)
         ):
             return False, None
         if not self.centralize:
@@ -793,7 +796,8 @@ class SING(keras.optimizers.Optimizer):
 
         Each norm variable holds `||g||_2` of its variable's gradient at the
         last real update: after centralization, before normalization (the
-        raw gradient's norm for `exclude`d variables). Reading them costs
+        raw gradient's norm for `exclude`d variables; 0 for a variable of
+        a non-float dtype, which the host steps on its own). Reading them costs
         nothing during the step: SING computes these norms anyway.
         `keras_sing.callbacks.GradientNormMonitor` reads them.
 

@@ -310,3 +310,44 @@ def test_a_host_applied_on_its_own_after_sing_is_built_raises_and_changes_nothin
         np.testing.assert_array_equal(a, b)
     opt.apply_gradients([(grad, kernel)])
     assert int(opt.iterations) == 2
+
+
+def _int_and_float_step(make_opt, jit):
+    """One step on an int32 and a float32 variable, with an int gradient for
+    the int one: `(int values, float values)`, or the exception raised."""
+    count = keras.Variable(np.ones((3, 2), "int32"), dtype="int32", name="count")
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    grads = [np.full((3, 2), 2, "int32"), np.arange(6.0, dtype="float32").reshape(3, 2)]
+    opt = make_opt()
+    opt.build([count, kernel])
+    try:
+        if jit:
+            import jax
+
+            new, _ = jax.jit(opt.stateless_apply)([v.value for v in opt.variables], grads, [count.value, kernel.value])
+            return [np.asarray(x) for x in new]
+        opt.apply(grads, [count, kernel])
+    except Exception as error:  # the host's own error, compared below
+        return type(error)
+    return [keras.ops.convert_to_numpy(v) for v in (count, kernel)]
+
+
+@pytest.mark.parametrize("jit", [False, True] if keras.backend.backend() == "jax" else [False])
+@pytest.mark.parametrize("make_host", [lambda: keras.optimizers.AdamW(0.1), lambda: keras.optimizers.SGD(0.1, momentum=0.9)])
+def test_a_trainable_int_variable_gets_the_hosts_own_step(make_host, jit):
+    """SING has no statistics, slow copy or norm for a non-float variable:
+    the host's own step updates it (on JAX, Keras's Adam leaves an int
+    variable as it is; on TF it raises, and SING raises the same error),
+    and SING's step of the other variables is unchanged."""
+    if keras.backend.backend() == "torch":
+        pytest.skip("torch: only floating-point tensors can require gradients (an int variable cannot be trainable)")
+    host = _int_and_float_step(make_host, jit)
+    sing = _int_and_float_step(lambda: keras_sing.SING(make_host()), jit)
+    if isinstance(host, type):
+        assert sing is host
+        return
+    np.testing.assert_array_equal(sing[0], host[0])
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    alone = keras_sing.SING(make_host())
+    alone.apply([np.arange(6.0, dtype="float32").reshape(3, 2)], [kernel])
+    np.testing.assert_array_equal(sing[1], keras.ops.convert_to_numpy(kernel))
