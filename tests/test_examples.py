@@ -8,6 +8,7 @@ examples/README.md with the numbers they gave.
 import importlib
 import json
 import pathlib
+import socket
 import sys
 import types
 
@@ -16,6 +17,31 @@ import pytest
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """The examples' offline paths run with the network blocked, whether
+    or not the machine has one: any TCP connection from Python (dataset
+    downloads, KerasHub presets) raises `OSError`, as on a machine with
+    no network."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def blocked(real):
+        def connect(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                raise OSError(f"network blocked in the examples' tests: {address}")
+            return real(self, address)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", blocked(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", blocked(real_connect_ex))
+
+
+def test_the_network_is_blocked():
+    with pytest.raises(OSError, match="network blocked"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
 
 
 def run_example(module_name, tmp_path, *args):
