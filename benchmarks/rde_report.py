@@ -697,6 +697,21 @@ def baseline_text(shares):
     )
 
 
+# What a run's settings hold beyond its scale's: they differ across a table by
+# design (each row is a configuration, lr and weight decay; seeds are pooled).
+PER_RUN_SETTINGS = frozenset(
+    ("config", "label", "host", "host_arguments", "sing_arguments", "learning_rate", "weight_decay", "seed")
+)
+
+
+def mixed_settings(runs):
+    """The scale-level settings (data, model, training: every setting not in
+    `PER_RUN_SETTINGS`) whose value differs between `runs`: the tables would
+    mix them."""
+    keys = sorted({k for r in runs for k in r["settings"]} - PER_RUN_SETTINGS)
+    return [k for k in keys if len({json.dumps(r["settings"].get(k), sort_keys=True) for r in runs}) > 1]
+
+
 def setup_text(runs, scale, shares):
     """Scale, data, model, hardware, commits and time spent, from the runs."""
     if not runs:
@@ -730,8 +745,7 @@ def setup_text(runs, scale, shares):
             + "."
         )
     lines.append(baseline_text(shares))
-    mixed = [k for k in ("scale", "loss", "size", "image_size", "epochs", "train_samples")
-             if len({str(r["settings"][k]) for r in runs}) > 1]
+    mixed = mixed_settings(runs)
     if mixed:
         lines.append(f"- Warning: the runs differ in {', '.join(mixed)}; the tables mix them.")
     return "\n".join(lines)

@@ -204,6 +204,23 @@ def test_report_picks_the_best_stable_lr_and_judges_against_the_spread(tmp_path)
     assert "| Adafactor | not run | not run |" in text
 
 
+def test_report_warns_when_the_runs_mix_scale_settings():
+    losses = list(np.linspace(1.3, 0.6, 100))
+    same = [fake_run("adamw", 1e-3, 0, 0.7, losses), fake_run("sing", 1e-2, 1, 0.8, losses, wd=0.05)]
+    # configurations, lrs, weight decays and seeds differ by design
+    assert rde_report.mixed_settings(same) == []
+    other = fake_run("adamw", 1e-3, 2, 0.7, losses)
+    other["settings"].update(batch_size=64, num_rectangles=6)
+    other["settings"]["vit_shape"] = {**other["settings"]["vit_shape"], "num_layers": 6}
+    mixed = [*same, other]
+    assert rde_report.mixed_settings(mixed) == ["batch_size", "num_rectangles", "vit_shape"]
+    shares = np.array([0.6, 0.4])
+    assert "Warning" not in rde_report.setup_text(same, "cpu", shares)
+    assert "- Warning: the runs differ in batch_size, num_rectangles, vit_shape; the tables mix them." in (
+        rde_report.setup_text(mixed, "cpu", shares)
+    )
+
+
 def test_report_without_runs_is_a_skeleton(tmp_path):
     text = rde_report.main(["--scale", "cpu", "--runs", str(tmp_path / "none"), "--md", str(tmp_path / "r.md"),
                             "--figures", str(tmp_path / "f")]).read_text()
