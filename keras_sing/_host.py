@@ -754,7 +754,7 @@ class step_settings:  # noqa: N801 (used as a function: `with ...(...)`)
         return False
 
 
-def finiteness_check(sing, grads, variables, *, stateful=False):
+def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
     """`(finite, settings)`: whether no gradient holds a NaN or an inf, and
     what the step reads, to run it within `step_settings(**settings)`.
 
@@ -769,7 +769,11 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
     scale reuses it; `finite` is read on the host (a Python bool), and for
     a `stateful` step (`apply`, whose counter is the variable's own)
     LookAhead's flags with it, in one synchronization. Elsewhere the raw
-    gradients are checked (`all_finite`) and the settings are empty."""
+    gradients are checked (`all_finite`) and the settings are empty: with
+    a loss-scale factor or gradient accumulation, the gradients as the host
+    sums them (`gradients_as_the_host_sums_them`, whose sum can overflow
+    where each term is finite); `value_of(variable)` reads the
+    accumulators (their values in a functional step)."""
     host = sing.inner_optimizer
     transformed = (
         host.gradient_accumulation_steps
@@ -808,8 +812,27 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
         if not lookahead:
             return finite, {"maxima": maxima}
         return finite, {"maxima": maxima, "lookahead_flags": tuple(flags)}
-    if transformed or unknown:
+    if unknown:
         return all_finite(grads), {}
+    if transformed:
+        summed = gradients_as_the_host_sums_them(
+            host, grads, variables, value_of
+        )
+        if batched or host.loss_scale_factor is None:
+            finite = all_finite(summed)
+        else:
+            # XLA rewrites `0 * (G * c)` as `(0 * c) * G`, which hides an
+            # overflow of `G / loss_scale_factor` from `all_finite`'s `0 * x`
+            flags = [ops.all(ops.isfinite(g)) for g in summed if g is not None]
+            finite = (
+                ops.all(ops.stack(flags)) if flags
+                else ops.convert_to_tensor(True)
+            )
+        if host.global_clipnorm:
+            finite = ops.logical_and(
+                finite, global_norm_is_finite(host, summed, value_of)
+            )
+        return finite, {}
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
         # a non-float variable's gradient cannot hold a NaN or an inf
@@ -827,6 +850,57 @@ def finiteness_check(sing, grads, variables, *, stateful=False):
     flags = [finite for _, _, finite in statistics.values()]
     finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
     return finite, {"statistics": statistics}
+
+
+def gradients_as_the_host_sums_them(host, grads, variables, value_of=read):
+    """What the host's `apply` forms from `grads` before clipping:
+    `G / loss_scale_factor`, then, with gradient accumulation, `G + A`
+    with `A` the variable's accumulator (Keras's
+    `BaseOptimizer._backend_apply_gradients`: the micro-step stores it,
+    the update step divides it by the number of steps). Their finiteness
+    is the step's: two finite terms can sum to an inf (float16 at 6.5e4),
+    which standardization would spread as NaN over the whole tensor.
+    (`global_clipnorm`'s norm can overflow too: `global_norm_is_finite`.
+    `clipnorm`'s per-tensor norm overflowing zeroes that tensor's step, as
+    for the host alone; a `clipnorm` above 1 multiplies first, so a
+    gradient within that factor of the dtype's largest value could
+    overflow there: not checked.)"""
+    accumulating = host.gradient_accumulation_steps
+    # a sparse gradient's values hold its finiteness; a sum needs it dense
+    as_checked = backend_lib.densify if accumulating else backend_lib.values_of
+    grads = [None if g is None else as_checked(g) for g in grads]
+    scale = host.loss_scale_factor
+    if scale is not None:
+        grads = [g if g is None else g / scale for g in grads]
+    if not accumulating:
+        return grads
+    accumulators = host._accumulated_gradients
+    return [
+        g if g is None else ops.add(
+            g, value_of(accumulators[host._get_variable_index(v)])
+        )
+        for g, v in zip(grads, variables, strict=True)
+    ]
+
+
+def global_norm_is_finite(host, summed, value_of=read):
+    """Whether the global norm the host's `global_clipnorm` clips by is
+    finite: Keras's `clip_by_global_norm` takes `sqrt(sum(sum(g^2)))` in
+    the gradients' dtype (float16 overflows at |g| ~ 256) and turns every
+    gradient into NaN when it is not. `summed` as
+    `gradients_as_the_host_sums_them` gives them; on a
+    gradient-accumulation micro-step the host does not clip: true."""
+    accumulation = host.gradient_accumulation_steps
+    if accumulation:
+        summed = [g if g is None else g / accumulation for g in summed]
+    squares = [ops.sum(ops.square(g)) for g in summed if g is not None]
+    if not squares:
+        return ops.convert_to_tensor(True)
+    finite = ops.isfinite(ops.sum(ops.stack(squares)))
+    _, is_update = real_step(host, value_of(host._iterations))
+    if is_update is True:
+        return finite
+    return ops.logical_or(ops.logical_not(is_update), finite)
 
 
 def lookahead_flags_for_step(sing):

@@ -201,12 +201,27 @@ def _check_arguments(every_n_batches, window, min_growth, watch):
         ) from None
 
 
+def _csv_columns(path):
+    """The layer columns of the monitor's CSV file at `path` (its header
+    after `epoch`), or `None` if there is no such file."""
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    except FileNotFoundError:
+        return None
+    if not header or header[0] != "epoch":
+        return None
+    return header[1:]
+
+
 class GradientNormMonitor(keras.callbacks.Callback):
     """Logs per-layer gradient norms from SING and warns on norm-layer growth.
 
     SING divides every gradient by its norm, so it knows every norm at no
     extra cost (`SING.gradient_norm_variables`). This callback reads them
-    every `every_n_batches` batches and logs, per layer and epoch:
+    every `every_n_batches` batches (with `steps_per_execution > 1`, at the
+    end of each execution that reaches a multiple of n) and logs, per layer
+    and epoch:
 
         grad_norm/<layer path> =
             mean over sampled batches of
@@ -216,7 +231,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
     after it record them) and to an optional CSV file. `self.epoch_norms`
     (one `{layer: norm}` per epoch), `self.epoch_losses` and `self.alerts`
     keep what it saw. A `fit` that starts at epoch 0 starts them (and the
-    CSV file) afresh; one that resumes (`initial_epoch > 0`) goes on.
+    CSV file) afresh; one that resumes (`initial_epoch > 0`) goes on, and
+    appends to the CSV file, in its columns, even from a new callback (a
+    resumed process).
 
     The warning fires, once per layer, when over the last `window` epochs the
     training loss fell while the gradient norm of a layer whose path matches
@@ -316,9 +333,14 @@ class GradientNormMonitor(keras.callbacks.Callback):
         if epoch == 0:  # a new run: a new history, as the CSV file
             self.epoch_norms, self.epoch_losses, self.alerts = [], [], []
         self._sums, self._samples = {}, 0
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch % self.every_n_batches == 0:
+        # with `steps_per_execution` s, Keras reports every s-th batch
+        # (s - 1, 2s - 1, ...): sample when a multiple of n was passed
+        n = self.every_n_batches
+        last, self._last_batch = getattr(self, "_last_batch", -1), batch
+        if batch // n != last // n:
             self._sample()
 
     def _sample(self):
@@ -357,11 +379,13 @@ class GradientNormMonitor(keras.callbacks.Callback):
         self._check(epoch)
 
     def _write_csv(self, epoch, norms):
-        layers = sorted(norms)
-        new = epoch == 0 or not hasattr(self, "_csv_layers")
+        if epoch > 0 and not hasattr(self, "_csv_layers"):
+            # a resumed fit with a new callback: the file's columns
+            self._csv_layers = _csv_columns(self.csv_path)
+        new = epoch == 0 or self._csv_layers is None
         mode = "w" if new else "a"
         if new:
-            self._csv_layers = layers
+            self._csv_layers = sorted(norms)
         with open(self.csv_path, mode, newline="") as f:
             writer = csv.writer(f)
             if new:

@@ -332,6 +332,10 @@ class SING(keras.optimizers.Optimizer):
             self._plan(v, layer_rules, guessed, degenerate) for v in var_list
         )
         _warn_about(guessed, degenerate, found_model=bool(layer_rules))
+        # built by no model (`optimizer.build(...)` by hand, as Keras asks
+        # before `load_weights` restores a checkpoint's optimizer state):
+        # the layers are read again at the first step, if a model takes it
+        self._layers_pending = not layer_rules and self.centralize
         self._variable_paths = tuple(_host.path_of(v) for v in var_list)
         _warn_about_unmatched(
             self.exclude, self.centralize_axes, self._variable_paths
@@ -365,6 +369,19 @@ class SING(keras.optimizers.Optimizer):
         # Not super().build(): its EMA copies and gradient accumulators are
         # the host's.
         _host.mark_built(self, var_list)
+
+    def _read_layers_at_the_first_step(self):
+        """Plans from the layers of the model taking the first step
+        (`fit`, `train_on_batch`), where no model built SING; once."""
+        if not getattr(self, "_layers_pending", False):
+            return
+        self._layers_pending = False
+        layer_rules = _host.layer_rules_for(self._trainable_variables)
+        if layer_rules:
+            self._plans = tuple(
+                self._plan(v, layer_rules, [], [])
+                for v in self._trainable_variables
+            )
 
     def _plan(self, variable, layer_rules, guessed, degenerate):
         """`(standardize, axes)` for `variable`: whether (1)-(2) apply, and
@@ -568,6 +585,7 @@ class SING(keras.optimizers.Optimizer):
             # no name scope of SING's here: the host's slots get the paths
             # they get from `build` called directly
             self.build(trainable_variables)
+        self._read_layers_at_the_first_step()
         grads = list(grads)
         _check_one_gradient_per_variable(
             grads, trainable_variables or self._trainable_variables
@@ -660,6 +678,7 @@ class SING(keras.optimizers.Optimizer):
             6.0
         """
         self._check_same_variables(trainable_variables)
+        self._read_layers_at_the_first_step()
         grads = list(grads)
         _check_one_gradient_per_variable(grads, trainable_variables)
         optimizer_values = [_host.read(v) for v in optimizer_variables]
@@ -682,8 +701,10 @@ class SING(keras.optimizers.Optimizer):
             )
             with _host.step_settings(**seeded):
                 return step(optimizer_values)
+        index = {id(v): i for i, v in enumerate(self.variables)}
         finite, settings = _host.finiteness_check(
-            self, grads, self._trainable_variables
+            self, grads, self._trainable_variables,
+            value_of=lambda v: optimizer_values[index[id(v)]],
         )
         # LookAhead's seed, ahead of the step (the same values, and no copy
         # of every weight on every step); a skipped step seeds nothing
@@ -1051,9 +1072,14 @@ class SING(keras.optimizers.Optimizer):
         """
         config = copy.deepcopy(config)  # deserialize() edits nested dicts
         host = config.pop("optimizer", None)  # absent: the default host
-        if host is not None:
-            host = keras.optimizers.deserialize(
-                host, custom_objects=custom_objects
+        if isinstance(host, dict):
+            # every optimizer of `keras.optimizers` by its class name:
+            # `keras.optimizers.deserialize`'s table misses some (Lamb); a
+            # string is an identifier for SING to resolve
+            host = keras.saving.deserialize_keras_object(
+                host,
+                module_objects=_keras_optimizer_classes(),
+                custom_objects=custom_objects,
             )
         if "skip_nonfinite" in config:  # keras_sing 0.1.0's name for it
             skip = config.pop("skip_nonfinite")
@@ -1061,6 +1087,16 @@ class SING(keras.optimizers.Optimizer):
         for key in ("centralize_axes", "exclude"):
             config[key] = _deserialize_rule(config.get(key), custom_objects)
         return cls(host, **config)
+
+
+def _keras_optimizer_classes():
+    """`{class name: class}` of every optimizer `keras.optimizers` exports."""
+    return {
+        name: value
+        for name, value in vars(keras.optimizers).items()
+        if isinstance(value, type)
+        and issubclass(value, keras.optimizers.Optimizer)
+    }
 
 
 def _host_setting(name):
@@ -1115,7 +1151,9 @@ def _warn_about(guessed, degenerate, found_model):
             "built the optimizer: a custom loop?) and guessed their "
             "centralization axes from their rank and name (all axes but "
             f"the last): {guessed}. The guess is wrong for depthwise and "
-            "attention (EinsumDense) kernels. Pass "
+            "attention (EinsumDense) kernels. If a model's `fit` or "
+            "`train_on_batch` takes the first step, SING reads its layers "
+            "then; in a custom loop, pass "
             "`centralize_axes=keras_sing.fan_in_axes(model)` to SING to use "
             "each layer's exact fan-in, or your own axes.",
             stacklevel=3,

@@ -129,6 +129,54 @@ def test_monitor_history_follows_the_run(tmp_path):
     assert fit(epochs=5, initial_epoch=3) == (5, 5, ["0", "1", "2", "3", "4"])  # resumed
 
 
+def test_a_new_monitor_on_a_resumed_fit_appends_to_the_csv(tmp_path):
+    """A resumed process creates a new callback: its rows go after the
+    file's, in the file's columns, as `CSVLogger(append=True)` keeps them."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="m")
+    model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2)), "mse")
+    x, y = np.random.standard_normal((16, 4)).astype("float32"), np.ones((16, 3), "float32")
+    csv_path = tmp_path / "norms.csv"
+
+    def fit(**kwargs):
+        monitor = GradientNormMonitor(every_n_batches=1, csv_path=str(csv_path))
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[monitor], **kwargs)
+        return [r.split(",") for r in csv_path.read_text().splitlines()]
+
+    first = fit(epochs=2)
+    assert [r[0] for r in first] == ["epoch", "0", "1"] and first[0] == ["epoch", "m/d"]
+    rows = fit(epochs=4, initial_epoch=2)
+    assert rows[:3] == first and [r[0] for r in rows] == ["epoch", "0", "1", "2", "3"]
+    assert all(float(r[1]) > 0 for r in rows[1:])
+    assert [r[0] for r in fit(epochs=1)] == ["epoch", "0"]  # a new run starts it afresh
+    csv_path.unlink()
+    assert [r[0] for r in fit(epochs=3, initial_epoch=2)] == ["epoch", "2"]  # no file yet
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="Keras's torch trainer refuses steps_per_execution > 1")
+@pytest.mark.parametrize("steps_per_execution, every_n_batches, samples", [(1, 4, 4), (2, 4, 4), (2, 2, 8), (3, 3, 6), (4, 1, 4)])
+def test_the_monitor_samples_every_n_batches_whatever_the_steps_per_execution(
+    steps_per_execution, every_n_batches, samples
+):
+    """Keras reports only the last batch of each execution (s - 1, 2s - 1,
+    ...): the monitor samples each execution that reaches a multiple of n
+    (16 batches: batches 0, n, 2n, ... when s divides n)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    model.compile(keras_sing.SING(keras.optimizers.AdamW(1e-2)), "mse", steps_per_execution=steps_per_execution)
+    counts = []
+
+    class Counting(GradientNormMonitor):
+        def on_epoch_end(self, epoch, logs=None):
+            counts.append(self._samples)
+            super().on_epoch_end(epoch, logs)
+
+    x = np.random.standard_normal((64, 4)).astype("float32")
+    model.fit(x, np.ones((64, 3), "float32"), batch_size=4, epochs=1, verbose=0,
+              callbacks=[Counting(every_n_batches=every_n_batches)])
+    assert counts == [samples]
+
+
 def test_monitor_reads_every_sing_of_a_multi_optimizer():
     """A `MultiOptimizer` with SING on some layers: the monitor logs the
     norms SING records, for those layers only."""

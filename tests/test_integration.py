@@ -266,6 +266,44 @@ def test_save_load_resume_continues_exactly(tmp_path):
     assert int(to_numpy(resumed.optimizer.iterations)) == 8
 
 
+def test_resume_from_weights_with_a_hand_built_optimizer_continues_exactly(tmp_path):
+    """`load_weights` restores the optimizer's state only if it is built,
+    so Keras asks for `model.optimizer.build(model.trainable_variables)`
+    first. No model builds SING there: it reads the layers at the first
+    `fit` step instead, so attention and depthwise kernels keep their
+    exact axes (they were guessed, and the resumed run went elsewhere)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 6, 4)).astype("float32")
+    y = rng.standard_normal((32, 2)).astype("float32")
+
+    def make():
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6, 4))
+        a = keras.layers.MultiHeadAttention(2, 4, name="mha")(inp, inp)
+        d = keras.layers.DepthwiseConv1D(3, name="dw")(a)
+        model = keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(d)))
+        model.compile(optimizer=keras_sing.SING(keras.optimizers.AdamW(1e-2)), loss="mse")
+        return model
+
+    def fit(model, start, stop):
+        model.fit(x[start * 8 : stop * 8], y[start * 8 : stop * 8], batch_size=8, shuffle=False, verbose=0)
+
+    straight = make()
+    fit(straight, 0, 2)
+    fit(straight, 2, 4)
+    first = make()
+    fit(first, 0, 2)
+    path = os.path.join(tmp_path, "m.weights.h5")
+    first.save_weights(path)
+    resumed = make()
+    with pytest.warns(UserWarning, match="If a model's `fit`"):
+        resumed.optimizer.build(resumed.trainable_variables)
+    resumed.load_weights(path)
+    fit(resumed, 2, 4)
+    for a, b in zip(weights(resumed), weights(straight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     keras.mixed_precision.set_global_policy(policy)

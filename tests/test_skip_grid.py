@@ -87,6 +87,19 @@ OPTIONS = {
     "clipnorm": ("clipnorm", {"clipnorm": 1.0}, False, 0),
     "lso": ("lso", {}, True, 0),
 }
+# options of the overflow test only (not in the grid)
+OVERFLOW_OPTIONS = {
+    "accum3": ("accum3", {"gradient_accumulation_steps": 3}, False, None),
+    "unscale": ("unscale", {"loss_scale_factor": 0.5}, False, None),
+    "global_clipnorm": ("global_clipnorm", {"global_clipnorm": 1.0}, False, None),
+    "accum_global_clipnorm": (
+        "accum_global_clipnorm",
+        {"gradient_accumulation_steps": 2, "global_clipnorm": 1.0},
+        False,
+        None,
+    ),
+}
+ALL_OPTIONS = {**OPTIONS, **OVERFLOW_OPTIONS}
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +112,7 @@ def _fresh_session():
 
 
 def make_optimizer(host, option):
-    _, host_kwargs, lso, _ = OPTIONS[option]
+    _, host_kwargs, lso, _ = ALL_OPTIONS[option]
     sing = keras_sing.SING(HOSTS[host](**host_kwargs), lookahead_steps=K)
     if lso:
         return keras.optimizers.LossScaleOptimizer(sing, initial_scale=8.0), sing
@@ -256,7 +269,7 @@ _cache = {}
 
 
 def runner_for(path, host, option):
-    key = (path, host, OPTIONS[option][0])
+    key = (path, host, ALL_OPTIONS[option][0])
     if key not in _cache:
         _cache[key] = RUNNERS[path](host, option)
     return _cache[key]
@@ -375,6 +388,57 @@ def test_skipped_step_changes_nothing(path, host, option, lookahead, kind):
         )
     runner = runner_for(path, host, option)
     failures = check_bad_step(runner, lookahead, kind, OPTIONS[option][3])
+    assert not failures, "\n".join(failures)
+
+
+HUGE = 3e38  # finite in float32; the sum of two, twice it, or its square is not
+
+
+@pytest.mark.parametrize(
+    "option, taken, skipped",
+    [
+        ("accum_update", ["huge"], "huge"),
+        ("accum3", ["huge"], "huge"),
+        ("unscale", [], "huge"),
+        ("global_clipnorm", [], "huge"),
+        ("accum_global_clipnorm", ["huge"], "good"),
+    ],
+    ids=[
+        "accumulated_at_the_update",
+        "accumulated_at_a_micro_step",
+        "unscaled",
+        "global_norm",
+        "global_norm_of_the_accumulated",
+    ],
+)
+@pytest.mark.parametrize("host", ["adamw", "sgd"])
+@pytest.mark.parametrize("path", PATHS)
+def test_finite_gradients_that_overflow_in_the_hosts_step_are_skipped(path, host, option, taken, skipped):
+    """The host steps on `G / loss_scale_factor`, plus its accumulator with
+    gradient accumulation, and `global_clipnorm` divides by the norm of
+    all of them: finite gradients can give an inf there (a sum, or the
+    norm's squares), which the host, or standardization, turns into NaN.
+    The check reads what the host computes, so the step is skipped like
+    a NaN gradient's; the finite micro-steps before it are taken (the
+    host neither sums past its accumulator nor clips there)."""
+    runner = runner_for(path, host, option)
+    runner.reset()
+
+    def gradients(kind):
+        grads = runner.gradients()
+        if kind == "huge":
+            grads[0][1, 2] = HUGE
+        return grads
+
+    for kind in taken:
+        runner.step(gradients(kind))
+    assert int(runner.values()[runner.skipped_index]) == 0, "a finite micro-step was skipped"
+    before = runner.values()
+    runner.step(gradients(skipped))
+    after = runner.values()
+    failures = differences(runner, before, after)
+    runner.good()
+    failures += [f"NaN/inf after the next good step in {n}" for n in nonfinite(runner, runner.values())]
     assert not failures, "\n".join(failures)
 
 
