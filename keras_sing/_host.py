@@ -830,7 +830,8 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
             )
         if host.global_clipnorm:
             finite = ops.logical_and(
-                finite, global_norm_is_finite(host, summed, value_of)
+                finite,
+                global_norm_is_finite(host, summed, variables, value_of),
             )
         return finite, {}
     statistics = {}
@@ -869,31 +870,44 @@ def gradients_as_the_host_sums_them(host, grads, variables, value_of=read):
     # a sparse gradient's values hold its finiteness; a sum needs it dense
     as_checked = backend_lib.densify if accumulating else backend_lib.values_of
     grads = [None if g is None else as_checked(g) for g in grads]
+    # Keras writes these (float8 scales) as given, before all of it
+    kept = [_overwritten_with_gradient(v) for v in variables]
     scale = host.loss_scale_factor
     if scale is not None:
-        grads = [g if g is None else g / scale for g in grads]
+        grads = [
+            g if g is None or k else g / scale
+            for g, k in zip(grads, kept, strict=True)
+        ]
     if not accumulating:
         return grads
     accumulators = host._accumulated_gradients
     return [
-        g if g is None else ops.add(
+        g if g is None or k else ops.add(
             g, value_of(accumulators[host._get_variable_index(v)])
         )
-        for g, v in zip(grads, variables, strict=True)
+        for g, v, k in zip(grads, variables, kept, strict=True)
     ]
 
 
-def global_norm_is_finite(host, summed, value_of=read):
+def _overwritten_with_gradient(variable):
+    return bool(getattr(variable, "overwrite_with_gradient", False))
+
+
+def global_norm_is_finite(host, summed, variables, value_of=read):
     """Whether the global norm the host's `global_clipnorm` clips by is
     finite: Keras's `clip_by_global_norm` takes `sqrt(sum(sum(g^2)))` in
     the gradients' dtype (float16 overflows at |g| ~ 256) and turns every
     gradient into NaN when it is not. `summed` as
     `gradients_as_the_host_sums_them` gives them; on a
     gradient-accumulation micro-step the host does not clip: true."""
+    summed = [
+        g for g, v in zip(summed, variables, strict=True)
+        if g is not None and not _overwritten_with_gradient(v)
+    ]
     accumulation = host.gradient_accumulation_steps
     if accumulation:
-        summed = [g if g is None else g / accumulation for g in summed]
-    squares = [ops.sum(ops.square(g)) for g in summed if g is not None]
+        summed = [g / accumulation for g in summed]
+    squares = [ops.sum(ops.square(g)) for g in summed]
     if not squares:
         return ops.convert_to_tensor(True)
     finite = ops.isfinite(ops.sum(ops.stack(squares)))

@@ -442,6 +442,23 @@ def test_finite_gradients_that_overflow_in_the_hosts_step_are_skipped(path, host
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("host_kwargs", [{"loss_scale_factor": 0.5}, {"global_clipnorm": 1.0}])
+def test_a_variable_overwritten_with_its_gradient_is_checked_as_given(host_kwargs):
+    """Keras writes an `overwrite_with_gradient` variable (float8 scales)
+    with its gradient as given, before unscaling and clipping: a finite
+    gradient there is a step to take, whatever it would be scaled to."""
+    scale = keras.Variable(np.ones((2,), "float32"), name="scale")
+    scale.overwrite_with_gradient = True
+    kernel = keras.Variable(np.ones((3, 2), "float32"), name="kernel")
+    opt = keras_sing.SING(keras.optimizers.SGD(1e-2, **host_kwargs))
+    opt.apply_gradients([
+        (keras.ops.convert_to_tensor(np.full((2,), HUGE, "float32")), scale),
+        (keras.ops.convert_to_tensor(np.ones((3, 2), "float32")), kernel),
+    ])
+    assert int(to_numpy(opt.skipped_steps)) == 0
+    np.testing.assert_array_equal(to_numpy(scale), np.full((2,), HUGE, "float32"))
+
+
 # ---------------------------------------------------------------------- #
 # Compiled fit: a representative subset, one model per (host, option),
 # two bad batches in its sequence (the first at a LookAhead sync step).
