@@ -44,7 +44,7 @@ def base_parser(description, out_dir, epochs, batch_size, learning_rates="1e-3 f
     parser.add_argument("--batch-size", type=int, default=None, help=f"default: {batch_size}")
     parser.add_argument("--seed", type=int, default=0, help="weights, data order and generated data")
     parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto", help="Keras's jit_compile")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run (< 1 min on CPU) for CI: small data and model, whatever the size options say")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (< 1 min on CPU) for CI: small data and model, whatever --depth or --size say (a named --preset is kept)")
     parser.add_argument("--out", default=out_dir, help="where metrics.json and curves.png go")
     parser.add_argument("--verbose", type=int, default=1, help="Keras progress bar: 0, 1 or 2")
     return parser

@@ -131,7 +131,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.data = "digits" if args.data == "cifar100" else args.data
-        args.max_train, args.epochs = 256, args.epochs or 1
+        args.max_train, args.epochs, args.depth = 256, args.epochs or 1, "tiny"
     apply_defaults(args, epochs=10, batch_size=64)
 
     train_data, test_data, num_classes, source = load_data(args.data, args.seed, args.max_train)

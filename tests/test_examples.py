@@ -72,6 +72,11 @@ def test_resnet_kerashub_compare_offline_digits(tmp_path):
     assert payload["config"]["data_source"].startswith("scikit-learn digits")
 
 
+def test_resnet_smoke_shrinks_the_model_whatever_the_depth(tmp_path):
+    payload = run_example("resnet_classification", tmp_path, "--depth", "18", "--data", "synthetic")
+    assert payload["config"]["depth"] == "tiny"
+
+
 def test_resnet_cifar100_falls_back_offline(monkeypatch):
     """Without a network, `--data cifar100` (the default outside smoke
     mode, which uses digits) tries CIFAR-100 once, then says so and loads
