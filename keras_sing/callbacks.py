@@ -317,6 +317,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
         self.alerts = []
         self._sums = {}
         self._samples = 0
+        self._last_batch = -1  # the last batch Keras reported this epoch
 
     def on_train_begin(self, logs=None):
         self._watched = normalization_layer_paths(self.model)
@@ -339,7 +340,7 @@ class GradientNormMonitor(keras.callbacks.Callback):
         # with `steps_per_execution` s, Keras reports every s-th batch
         # (s - 1, 2s - 1, ...): sample when a multiple of n was passed
         n = self.every_n_batches
-        last, self._last_batch = getattr(self, "_last_batch", -1), batch
+        last, self._last_batch = self._last_batch, batch
         if batch // n != last // n:
             self._sample()
 

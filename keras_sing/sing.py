@@ -278,6 +278,8 @@ class SING(keras.optimizers.Optimizer):
         # Adam-family hosts get the published Adam step (4); others their own.
         self._published_adam = _takes_adam_step(host)
         self._softplus = self._published_adam if softplus is None else softplus
+        # set by `build`: whether the first step reads the layers again
+        self._layers_pending = False
         _host.take_over(self, host)
 
     # ------------------------------------------------------------------ #
@@ -373,7 +375,7 @@ class SING(keras.optimizers.Optimizer):
     def _read_layers_at_the_first_step(self):
         """Plans from the layers of the model taking the first step
         (`fit`, `train_on_batch`), where no model built SING; once."""
-        if not getattr(self, "_layers_pending", False):
+        if not self._layers_pending:
             return
         self._layers_pending = False
         layer_rules = _host.layer_rules_for(self._trainable_variables)
@@ -701,10 +703,11 @@ class SING(keras.optimizers.Optimizer):
             )
             with _host.step_settings(**seeded):
                 return step(optimizer_values)
-        index = {id(v): i for i, v in enumerate(self.variables)}
         finite, settings = _host.finiteness_check(
             self, grads, self._trainable_variables,
-            value_of=lambda v: optimizer_values[index[id(v)]],
+            value_of=lambda v: optimizer_values[
+                _host.position(self.variables, v)
+            ],
         )
         # LookAhead's seed, ahead of the step (the same values, and no copy
         # of every weight on every step); a skipped step seeds nothing
