@@ -775,13 +775,7 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
     where each term is finite); `value_of(variable)` reads the
     accumulators (their values in a functional step)."""
     host = sing.inner_optimizer
-    transformed = (
-        host.gradient_accumulation_steps
-        or host.clipnorm
-        or host.clipvalue
-        or host.global_clipnorm
-        or host.loss_scale_factor
-    )
+    transformed = transforms_gradients(host)
     batched = keras.backend.backend() == "torch" and TORCH_FAST_PATH
     # a variable SING was not built with: the host's `apply` raises
     unknown = any(
@@ -815,25 +809,7 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
     if unknown:
         return all_finite(grads), {}
     if transformed:
-        summed = gradients_as_the_host_sums_them(
-            host, grads, variables, value_of
-        )
-        if batched or host.loss_scale_factor is None:
-            finite = all_finite(summed)
-        else:
-            # XLA rewrites `0 * (G * c)` as `(0 * c) * G`, which hides an
-            # overflow of `G / loss_scale_factor` from `all_finite`'s `0 * x`
-            flags = [ops.all(ops.isfinite(g)) for g in summed if g is not None]
-            finite = (
-                ops.all(ops.stack(flags)) if flags
-                else ops.convert_to_tensor(True)
-            )
-        if host.global_clipnorm:
-            finite = ops.logical_and(
-                finite,
-                global_norm_is_finite(host, summed, variables, value_of),
-            )
-        return finite, {}
+        return host_step_is_finite(host, grads, variables, value_of), {}
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
         # a non-float variable's gradient cannot hold a NaN or an inf
@@ -853,6 +829,47 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
     return finite, {"statistics": statistics}
 
 
+def transforms_gradients(host):
+    """Whether the host's `apply` changes the gradients before its step:
+    gradient accumulation, clipping, or a loss-scale factor."""
+    return bool(
+        host.gradient_accumulation_steps
+        or host.clipnorm
+        or host.clipvalue
+        or host.global_clipnorm
+        or host.loss_scale_factor
+    )
+
+
+def host_step_is_finite(host, grads, variables, value_of=read):
+    """A scalar boolean: whether what the host's `apply` forms from
+    `grads` is finite: the gradients as it sums them
+    (`gradients_as_the_host_sums_them`), and what its clipping computes
+    from them (`global_norm_is_finite`, `clipnorm_product_is_finite`)."""
+    summed = gradients_as_the_host_sums_them(host, grads, variables, value_of)
+    batched = keras.backend.backend() == "torch" and TORCH_FAST_PATH
+    if batched or host.loss_scale_factor is None:
+        finite = all_finite(summed)
+    else:
+        # XLA rewrites `0 * (G * c)` as `(0 * c) * G`, which hides an
+        # overflow of `G / loss_scale_factor` from `all_finite`'s `0 * x`
+        flags = [ops.all(ops.isfinite(g)) for g in summed if g is not None]
+        finite = (
+            ops.all(ops.stack(flags)) if flags
+            else ops.convert_to_tensor(True)
+        )
+    if host.global_clipnorm:
+        finite = ops.logical_and(
+            finite, global_norm_is_finite(host, summed, variables, value_of)
+        )
+    if host.clipnorm:
+        finite = ops.logical_and(
+            finite,
+            clipnorm_product_is_finite(host, summed, variables, value_of),
+        )
+    return finite
+
+
 def gradients_as_the_host_sums_them(host, grads, variables, value_of=read):
     """What the host's `apply` forms from `grads` before clipping:
     `G / loss_scale_factor`, then, with gradient accumulation, `G + A`
@@ -861,11 +878,10 @@ def gradients_as_the_host_sums_them(host, grads, variables, value_of=read):
     the update step divides it by the number of steps). Their finiteness
     is the step's: two finite terms can sum to an inf (float16 at 6.5e4),
     which standardization would spread as NaN over the whole tensor.
-    (`global_clipnorm`'s norm can overflow too: `global_norm_is_finite`.
-    `clipnorm`'s per-tensor norm overflowing zeroes that tensor's step, as
-    for the host alone; a `clipnorm` above 1 multiplies first, so a
-    gradient within that factor of the dtype's largest value could
-    overflow there: not checked.)"""
+    (Clipping can overflow too: `global_clipnorm`'s norm,
+    `global_norm_is_finite`, and `clipnorm`'s product,
+    `clipnorm_product_is_finite`. `clipnorm`'s per-tensor norm overflowing
+    zeroes that tensor's step, as for the host alone.)"""
     accumulating = host.gradient_accumulation_steps
     # a sparse gradient's values hold its finiteness; a sum needs it dense
     as_checked = backend_lib.densify if accumulating else backend_lib.values_of
@@ -893,13 +909,11 @@ def _overwritten_with_gradient(variable):
     return bool(getattr(variable, "overwrite_with_gradient", False))
 
 
-def global_norm_is_finite(host, summed, variables, value_of=read):
-    """Whether the global norm the host's `global_clipnorm` clips by is
-    finite: Keras's `clip_by_global_norm` takes `sqrt(sum(sum(g^2)))` in
-    the gradients' dtype (float16 overflows at |g| ~ 256) and turns every
-    gradient into NaN when it is not. `summed` as
-    `gradients_as_the_host_sums_them` gives them; on a
-    gradient-accumulation micro-step the host does not clip: true."""
+def _as_the_host_clips_them(host, summed, variables):
+    """The gradients the host's `_clip_gradients` receives, from `summed`
+    as `gradients_as_the_host_sums_them` gives them (an update step's
+    accumulated sum divided by the number of steps), without those the
+    host writes as given."""
     summed = [
         g for g, v in zip(summed, variables, strict=True)
         if g is not None and not _overwritten_with_gradient(v)
@@ -907,14 +921,48 @@ def global_norm_is_finite(host, summed, variables, value_of=read):
     accumulation = host.gradient_accumulation_steps
     if accumulation:
         summed = [g / accumulation for g in summed]
-    squares = [ops.sum(ops.square(g)) for g in summed]
-    if not squares:
-        return ops.convert_to_tensor(True)
-    finite = ops.isfinite(ops.sum(ops.stack(squares)))
+    return summed
+
+
+def _on_update_steps(host, finite, value_of):
+    """`finite`, or true on a gradient-accumulation micro-step, where the
+    host does not clip."""
     _, is_update = real_step(host, value_of(host._iterations))
     if is_update is True:
         return finite
     return ops.logical_or(ops.logical_not(is_update), finite)
+
+
+def global_norm_is_finite(host, summed, variables, value_of=read):
+    """Whether the global norm the host's `global_clipnorm` clips by is
+    finite: Keras's `clip_by_global_norm` takes `sqrt(sum(sum(g^2)))` in
+    the gradients' dtype (float16 overflows at |g| ~ 256) and turns every
+    gradient into NaN when it is not. `summed` as
+    `gradients_as_the_host_sums_them` gives them; on a
+    gradient-accumulation micro-step the host does not clip: true."""
+    clipped = _as_the_host_clips_them(host, summed, variables)
+    squares = [ops.sum(ops.square(g)) for g in clipped]
+    if not squares:
+        return ops.convert_to_tensor(True)
+    finite = ops.isfinite(ops.sum(ops.stack(squares)))
+    return _on_update_steps(host, finite, value_of)
+
+
+def clipnorm_product_is_finite(host, summed, variables, value_of=read):
+    """Whether `clipnorm * g` is finite for every gradient: Keras's
+    `_clip_by_norm` multiplies by `clipnorm` before it divides by the
+    norm, so with a `clipnorm` above 1 a finite gradient within that
+    factor of the dtype's largest value becomes `inf / inf = NaN` (with
+    one of 1 or less the product cannot overflow: true, and no pass).
+    `summed` as `gradients_as_the_host_sums_them` gives them; on a
+    gradient-accumulation micro-step the host does not clip: true."""
+    if not host.clipnorm > 1:
+        return ops.convert_to_tensor(True)
+    clipped = _as_the_host_clips_them(host, summed, variables)
+    flags = [ops.all(ops.isfinite(g * host.clipnorm)) for g in clipped]
+    if not flags:
+        return ops.convert_to_tensor(True)
+    return _on_update_steps(host, ops.all(ops.stack(flags)), value_of)
 
 
 def lookahead_flags_for_step(sing):
@@ -979,11 +1027,22 @@ def stateless_apply_unchecked(sing, optimizer_values, grads, trainable_values):
 
 
 def apply_per_replica_if_finite(sing, grads, trainable_variables):
-    """tf.distribute: the step on every replica if all are finite."""
+    """tf.distribute: the step on every replica if all are finite, each
+    replica checking what its host forms from its gradients
+    (`host_step_is_finite`: Keras unscales, accumulates and clips per
+    replica, before the all-reduce)."""
     from keras_sing.backend import tensorflow as tf_backend
 
+    host = sing.inner_optimizer
+    variables = trainable_variables or sing._trainable_variables
+
+    def replica_finite(replica_grads):
+        if not transforms_gradients(host):
+            return all_finite(replica_grads)
+        return host_step_is_finite(host, replica_grads, variables)
+
     tf_backend.apply_if_all_replicas_finite(
-        all_finite,
+        replica_finite,
         lambda g: apply_host(sing.inner_optimizer, g, trainable_variables),
         sing._count_skipped_step,
         lambda finite: sing._raise_if_requested(

@@ -59,6 +59,10 @@ def test_tf_mirrored_strategy_matches_single_device():
     # after the batches before it.
     assert result["mirrored_raise_message"], result["mirrored_raise_error"]
     assert result["mirrored_raise_weights_vs_before"] < 1e-6
+    # A gradient finite on every replica, that overflows in the host's own
+    # unscaling or clipping on one, skips the step: nothing moves.
+    for name in ("unscaled", "global_clipnorm", "clipnorm"):
+        assert result[f"overflow_{name}"] == [1, 0.0, True], (name, result[f"overflow_{name}"])
     # MirroredStrategy + jit_compile=True fails in TF/XLA itself (also with
     # plain AdamW): docs/distributed.md. If it ever starts working, it must
     # match too.

@@ -98,6 +98,13 @@ OVERFLOW_OPTIONS = {
         False,
         None,
     ),
+    "clipnorm2": ("clipnorm2", {"clipnorm": 2.0}, False, None),
+    "accum_clipnorm4": (
+        "accum_clipnorm4",
+        {"gradient_accumulation_steps": 2, "clipnorm": 4.0},
+        False,
+        None,
+    ),
 }
 ALL_OPTIONS = {**OPTIONS, **OVERFLOW_OPTIONS}
 
@@ -402,6 +409,8 @@ HUGE = 3e38  # finite in float32; the sum of two, twice it, or its square is not
         ("unscale", [], "huge"),
         ("global_clipnorm", [], "huge"),
         ("accum_global_clipnorm", ["huge"], "good"),
+        ("clipnorm2", [], "huge"),
+        ("accum_clipnorm4", ["huge"], "good"),
     ],
     ids=[
         "accumulated_at_the_update",
@@ -409,15 +418,18 @@ HUGE = 3e38  # finite in float32; the sum of two, twice it, or its square is not
         "unscaled",
         "global_norm",
         "global_norm_of_the_accumulated",
+        "clipnorm_times_the_gradient",
+        "clipnorm_times_the_accumulated",
     ],
 )
 @pytest.mark.parametrize("host", ["adamw", "sgd"])
 @pytest.mark.parametrize("path", PATHS)
 def test_finite_gradients_that_overflow_in_the_hosts_step_are_skipped(path, host, option, taken, skipped):
     """The host steps on `G / loss_scale_factor`, plus its accumulator with
-    gradient accumulation, and `global_clipnorm` divides by the norm of
-    all of them: finite gradients can give an inf there (a sum, or the
-    norm's squares), which the host, or standardization, turns into NaN.
+    gradient accumulation, `global_clipnorm` divides by the norm of all
+    of them, and `clipnorm` multiplies each by itself before it divides:
+    finite gradients can give an inf there (a sum, the norm's squares, or
+    the product), which the host, or standardization, turns into NaN.
     The check reads what the host computes, so the step is skipped like
     a NaN gradient's; the finite micro-steps before it are taken (the
     host neither sums past its accumulator nor clips there)."""

@@ -99,6 +99,33 @@ def train_late_gradient(strategy=None):
     return [a.numpy(), b.numpy()]
 
 
+def overflow_on_one_replica(strategy, **host_kwargs):
+    """One `apply` under `strategy` whose gradient is finite on both
+    replicas, but holds 3e38 on replica 0, where the host's own unscaling
+    or clipping (`host_kwargs`) overflows: `(skipped_steps, max |change|
+    of the variable, whether it is finite)`."""
+    with strategy.scope():
+        a = keras.Variable(np.ones((3, 2), "float32"), name="a")
+        optimizer = keras_sing.SING(keras.optimizers.SGD(1e-2, **host_kwargs))
+        optimizer.build([a])
+    huge = np.ones((3, 2), "float32")
+    huge[1, 0] = 3e38
+
+    @tf.function
+    def step():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        gradient = tf.where(tf.equal(replica, 0), tf.constant(huge), tf.ones((3, 2)))
+        optimizer.apply([gradient], [a])
+
+    strategy.run(step)
+    value = a.numpy()
+    return (
+        int(optimizer.skipped_steps.numpy()),
+        float(np.max(np.abs(value - 1.0))) if np.all(np.isfinite(value)) else float("inf"),
+        bool(np.all(np.isfinite(value))),
+    )
+
+
 def max_rel(a, b):
     return max(float(np.max(np.abs(x - y)) / np.max(np.abs(y))) for x, y in zip(a, b, strict=True))
 
@@ -135,6 +162,14 @@ def main():
     result["mirrored_raise_weights_vs_before"] = max_rel(
         after_error, train(data=(x[: 2 * BATCH], y[: 2 * BATCH]))
     )
+    # Each replica checks what its host forms (Keras unscales and clips per
+    # replica): a finite gradient that overflows there skips the step.
+    for name, kwargs in [
+        ("unscaled", {"loss_scale_factor": 0.5}),
+        ("global_clipnorm", {"global_clipnorm": 1.0}),
+        ("clipnorm", {"clipnorm": 2.0}),
+    ]:
+        result[f"overflow_{name}"] = overflow_on_one_replica(strategy, **kwargs)
     try:
         result["mirrored_jit"] = max_rel(train(strategy, jit_compile=True), single)
     except Exception as error:  # documented upstream limitation
