@@ -274,6 +274,11 @@ def adam_hyper(sing, index, variable):
     )
 
 
+def _torch_batched():
+    """Whether the step takes torch's batched (`_foreach`) form."""
+    return keras.backend.backend() == "torch" and TORCH_FAST_PATH
+
+
 def apply_host(host, grads, trainable_variables=None):
     """The host's own `apply` (its class's), which `take_over` keeps from
     being called on the host directly."""
@@ -312,7 +317,7 @@ def backend_update_step(sing, host_backend_update_step, grads, variables,
     pairs = [(v, s) for v, s in pairs if s is not None]
     slots = [s for _, s in pairs]
     lookahead_variables = [v for v, _ in pairs]
-    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
+    if _torch_batched():
         _torch_lookahead(sing, host_backend_update_step, grads, variables,
                          learning_rate, lookahead_variables, slots)
         return
@@ -768,15 +773,16 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
     max|g| (`backend.torch.max_abs`) plays that part: the step's norm
     scale reuses it; `finite` is read on the host (a Python bool), and for
     a `stateful` step (`apply`, whose counter is the variable's own)
-    LookAhead's flags with it, in one synchronization. Elsewhere the raw
-    gradients are checked (`all_finite`) and the settings are empty: with
-    a loss-scale factor or gradient accumulation, the gradients as the host
-    sums them (`gradients_as_the_host_sums_them`, whose sum can overflow
-    where each term is finite); `value_of(variable)` reads the
-    accumulators (their values in a functional step)."""
+    LookAhead's flags with it, in one synchronization. Where the host
+    unscales, accumulates or clips the gradients, what it forms from them
+    is checked (`host_step_is_finite`: finite terms can overflow there)
+    and the settings are empty; `value_of(variable)` reads the
+    accumulators and the counter (their values in a functional step).
+    For variables SING was not built with (the host's `apply` raises),
+    the raw gradients are checked (`all_finite`)."""
     host = sing.inner_optimizer
     transformed = transforms_gradients(host)
-    batched = keras.backend.backend() == "torch" and TORCH_FAST_PATH
+    batched = _torch_batched()
     # a variable SING was not built with: the host's `apply` raises
     unknown = any(
         host._var_key(v) not in host._trainable_variables_indices
@@ -847,8 +853,7 @@ def host_step_is_finite(host, grads, variables, value_of=read):
     (`gradients_as_the_host_sums_them`), and what its clipping computes
     from them (`global_norm_is_finite`, `clipnorm_product_is_finite`)."""
     summed = gradients_as_the_host_sums_them(host, grads, variables, value_of)
-    batched = keras.backend.backend() == "torch" and TORCH_FAST_PATH
-    if batched or host.loss_scale_factor is None:
+    if _torch_batched() or host.loss_scale_factor is None:
         finite = all_finite(summed)
     else:
         # XLA rewrites `0 * (G * c)` as `(0 * c) * G`, which hides an
@@ -927,9 +932,9 @@ def _as_the_host_clips_them(host, summed, variables):
 def _on_update_steps(host, finite, value_of):
     """`finite`, or true on a gradient-accumulation micro-step, where the
     host does not clip."""
-    _, is_update = real_step(host, value_of(host._iterations))
-    if is_update is True:
+    if not host.gradient_accumulation_steps:
         return finite
+    _, is_update = real_step(host, value_of(host._iterations))
     return ops.logical_or(ops.logical_not(is_update), finite)
 
 
@@ -1001,7 +1006,7 @@ def statistics_for(host, variable):
 def all_finite(grads):
     """A scalar boolean: no gradient holds a NaN or an infinity
     (`transforms.all_finite`, batched on torch)."""
-    if keras.backend.backend() == "torch" and TORCH_FAST_PATH:
+    if _torch_batched():
         from keras_sing.backend import torch as torch_backend
 
         return torch_backend.all_finite(
@@ -1029,16 +1034,14 @@ def stateless_apply_unchecked(sing, optimizer_values, grads, trainable_values):
 def apply_per_replica_if_finite(sing, grads, trainable_variables):
     """tf.distribute: the step on every replica if all are finite, each
     replica checking what its host forms from its gradients
-    (`host_step_is_finite`: Keras unscales, accumulates and clips per
-    replica, before the all-reduce)."""
+    (`host_step_is_finite`: Keras unscales and clips per replica, before
+    the all-reduce; the all-reduced sum is not checked)."""
     from keras_sing.backend import tensorflow as tf_backend
 
     host = sing.inner_optimizer
     variables = trainable_variables or sing._trainable_variables
 
     def replica_finite(replica_grads):
-        if not transforms_gradients(host):
-            return all_finite(replica_grads)
         return host_step_is_finite(host, replica_grads, variables)
 
     tf_backend.apply_if_all_replicas_finite(

@@ -63,6 +63,8 @@ def test_tf_mirrored_strategy_matches_single_device():
     # unscaling or clipping on one, skips the step: nothing moves.
     for name in ("unscaled", "global_clipnorm", "clipnorm"):
         assert result[f"overflow_{name}"] == [1, 0.0, True], (name, result[f"overflow_{name}"])
+    skipped, moved, finite = result["overflow_clipnorm_control"]
+    assert skipped == 0 and moved > 1e-4 and finite, result["overflow_clipnorm_control"]
     # MirroredStrategy + jit_compile=True fails in TF/XLA itself (also with
     # plain AdamW): docs/distributed.md. If it ever starts working, it must
     # match too.

@@ -454,7 +454,9 @@ def test_finite_gradients_that_overflow_in_the_hosts_step_are_skipped(path, host
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("host_kwargs", [{"loss_scale_factor": 0.5}, {"global_clipnorm": 1.0}])
+@pytest.mark.parametrize(
+    "host_kwargs", [{"loss_scale_factor": 0.5}, {"global_clipnorm": 1.0}, {"clipnorm": 2.0}]
+)
 def test_a_variable_overwritten_with_its_gradient_is_checked_as_given(host_kwargs):
     """Keras writes an `overwrite_with_gradient` variable (float8 scales)
     with its gradient as given, before unscaling and clipping: a finite

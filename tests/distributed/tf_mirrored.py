@@ -108,13 +108,15 @@ def overflow_on_one_replica(strategy, **host_kwargs):
         a = keras.Variable(np.ones((3, 2), "float32"), name="a")
         optimizer = keras_sing.SING(keras.optimizers.SGD(1e-2, **host_kwargs))
         optimizer.build([a])
-    huge = np.ones((3, 2), "float32")
+    # not constant along the fan-in axis, which centralizes to zero
+    usual = np.arange(6, dtype="float32").reshape(3, 2)
+    huge = usual.copy()
     huge[1, 0] = 3e38
 
     @tf.function
     def step():
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        gradient = tf.where(tf.equal(replica, 0), tf.constant(huge), tf.ones((3, 2)))
+        gradient = tf.where(tf.equal(replica, 0), tf.constant(huge), tf.constant(usual))
         optimizer.apply([gradient], [a])
 
     strategy.run(step)
@@ -168,6 +170,9 @@ def main():
         ("unscaled", {"loss_scale_factor": 0.5}),
         ("global_clipnorm", {"global_clipnorm": 1.0}),
         ("clipnorm", {"clipnorm": 2.0}),
+        # the control: a clipnorm of 1 or less cannot overflow (the
+        # overflowing norm zeroes replica 0's part), so the step is taken
+        ("clipnorm_control", {"clipnorm": 0.5}),
     ]:
         result[f"overflow_{name}"] = overflow_on_one_replica(strategy, **kwargs)
     try:
