@@ -29,6 +29,12 @@ def run_script(name):
 
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution exists on JAX only (TF lists one CPU device; torch has none)")
 def test_jax_data_and_model_parallel_match_single_device():
+    """keras.distribution compiles one global-view program: SING sees the
+    global gradient and XLA takes sharded means and norms globally, so
+    there is no per-replica standardization to get wrong here (unlike
+    tf.distribute, whose test has a deliberately wrong control). What this
+    checks is that sharded training runs, matches one device, and really
+    shards the kernels."""
     result = run_script("jax_distribution.py")
     assert result["moved_from_init"] > 1e-2  # training did something
     assert result["data_parallel"] < 1e-6
@@ -71,7 +77,9 @@ def test_tf_mirrored_strategy_matches_single_device():
     if "mirrored_jit" in result:
         assert result["mirrored_jit"] < 1e-6
     else:
-        assert "InvalidArgumentError" in result["mirrored_jit_error"]
+        assert result["mirrored_jit_error"].startswith("InvalidArgumentError"), result["mirrored_jit_error"]
+        # an upstream limitation only if AdamW alone fails the same way
+        assert result["mirrored_jit_error"] == result["mirrored_jit_host_error"]
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TensorFlow's")
@@ -90,3 +98,5 @@ def test_tf_multiworker_mirrored_strategy_matches_single_device():
         assert result["multiworker_fit"] < 1e-6
     else:
         assert result["multiworker_fit_error"].startswith("ValueError")
+        # an upstream limitation only if AdamW alone fails the same way
+        assert result["multiworker_fit_error"] == result["multiworker_fit_host_error"]

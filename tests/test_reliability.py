@@ -118,15 +118,22 @@ def test_on_nonfinite_raise_under_jax_jit_keeps_undonated_state():
     opt = keras_sing.SING(keras.optimizers.AdamW(0.1), on_nonfinite="raise")
     opt.build([v])
     step = jax.jit(opt.stateless_apply)
+    # random gradients: not constant along the fan-in, so each step moves v
+    good = np.random.default_rng(0).standard_normal((2, 3, 2))
     state, weights = [x.value for x in opt.variables], [v.value]
-    weights, state = step(state, [tensor(np.full((3, 2), 0.5))], weights)
+    weights, state = step(state, [tensor(good[0])], weights)
     bad = np.ones((3, 2))
     bad[0, 0] = np.inf
     with pytest.raises(Exception, match="NaN or inf at step 2"):
         jax.block_until_ready(step(state, [tensor(bad)], weights))
-    assert np.all(np.isfinite(to_numpy(weights[0])))  # inputs not donated: intact
-    weights, state = step(state, [tensor(np.full((3, 2), 0.5))], weights)  # goes on
-    assert np.all(np.isfinite(to_numpy(weights[0])))
+    before = to_numpy(weights[0])
+    assert np.all(np.isfinite(before))  # inputs not donated: intact
+    weights, state = step(state, [tensor(good[1])], weights)  # goes on
+    after = to_numpy(weights[0])
+    assert np.all(np.isfinite(after)) and np.max(np.abs(after - before)) > 1e-3
+    index = {id(x): i for i, x in enumerate(opt.variables)}
+    assert int(state[index[id(opt.inner_optimizer._iterations)]]) == 2
+    assert int(state[index[id(opt._skipped_steps)]]) == 0  # the raised step's state was never returned
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit of stateless_apply is JAX's")
@@ -483,9 +490,18 @@ def test_build_twice_is_a_no_op():
     """As Keras's own optimizers: a second `build` (a LossScaleOptimizer
     built around a built SING) keeps SING's state and its variables."""
     w = keras.Variable(np.ones((3, 2), "float32"), name="w")
-    opt = keras_sing.SING(keras.optimizers.SGD(0.1), lookahead_steps=2)
-    opt.apply_gradients([(tensor(np.ones((3, 2))), w)])
+    opt = keras_sing.SING(keras.optimizers.SGD(0.1, momentum=0.9), lookahead_steps=2)
+    # not constant along the fan-in (axis 0), so the step moves w, the
+    # momentum and the recorded norm away from what a fresh build holds
+    opt.apply_gradients([(tensor(np.arange(6.0).reshape(3, 2)), w)])
     state = [(id(v), to_numpy(v)) for v in opt.variables]
+    fresh = keras_sing.SING(keras.optimizers.SGD(0.1, momentum=0.9), lookahead_steps=2)
+    fresh.build([keras.Variable(to_numpy(w), name="w")])
+    assert any(
+        not np.array_equal(value, to_numpy(v))
+        for (_, value), v in zip(state, fresh.variables, strict=True)
+        if value.shape == tuple(v.shape)
+    ), "the step left SING's state as a fresh build holds it: the test could not see a reset"
     opt.build([w])
     keras.optimizers.LossScaleOptimizer(opt).build([w])
     assert [id(v) for v in opt.variables] == [i for i, _ in state]

@@ -316,13 +316,28 @@ def test_fan_in_axes_reads_einsum_and_embedding_layers():
 
 
 def test_variables_without_gradients_are_left_alone():
+    """A variable with no gradient at a step is not stepped: no weight
+    decay, no momentum step, no moment update (it had a gradient before,
+    so a wrong step would move it)."""
+    rng = np.random.default_rng(0)
     a = keras.Variable(np.ones((3, 2), "float32"))
-    b = keras.Variable(np.ones((2,), "float32"))
-    opt = keras_sing.SING(lookahead_steps=1)
-    for _ in range(3):
-        opt.apply([np.random.standard_normal((3, 2)).astype("float32"), None], [a, b])
-    np.testing.assert_array_equal(to_numpy(b), 1.0)
-    assert not np.allclose(to_numpy(a), 1.0)
+    b = keras.Variable(np.ones((3, 2), "float32"))
+    host = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    opt = keras_sing.SING(host, lookahead_steps=5)
+    opt.apply([rng.standard_normal((3, 2)).astype("float32") for _ in range(2)], [a, b])
+    index = host._get_variable_index(b)
+
+    def b_state():
+        return [to_numpy(x) for x in (b, host._momentums[index], host._velocities[index])]
+
+    after_its_step = b_state()
+    assert not np.allclose(after_its_step[0], 1.0) and np.any(after_its_step[1] != 0)
+    a_before = to_numpy(a)
+    for _ in range(2):
+        opt.apply([rng.standard_normal((3, 2)).astype("float32"), None], [a, b])
+    for got, expected in zip(b_state(), after_its_step, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.allclose(to_numpy(a), a_before)
 
 
 def test_gradient_accumulation_standardizes_the_mean_gradient_once():
