@@ -23,7 +23,10 @@ def test_benchmark_short_mode(tmp_path):
         # optimizer state: SING adds only the LookAhead slot (4 B/param)
         host = next(x for x in rows if x["host"] == r["host"] and x["variant"] == "host")
         extra = r["state_bytes_per_param"] - host["state_bytes_per_param"]
-        assert extra < (4.5 if r["variant"] == "sing" else 0.5)
+        if r["variant"] == "sing":  # the slot is there, and nothing else
+            assert 3.5 < extra < 4.5, extra
+        else:
+            assert abs(extra) < 0.5, extra
     assert [r["variant"] for r in payload["train_step"]] == ["host", "sing"]
     assert {(r["image_size"], r["batch_size"]) for r in payload["train_step"]} == {(24, 4)}
     floor = payload["jnp_floor"]  # the hand-written jnp reference: JAX only

@@ -45,14 +45,25 @@ def modules():
         yield ".".join(parts), path
 
 
-def imported_keras_sing_modules(path):
+def absolute_module(node, name, path):
+    """The module an `ImportFrom` names, relative imports resolved against
+    `name`'s package (`path` tells whether `name` is a package itself)."""
+    if not node.level:
+        return node.module or ""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imported_keras_sing_modules(path, name):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.startswith("keras_sing"):
+        if isinstance(node, ast.ImportFrom):
+            module = absolute_module(node, name, path)
+            if module.startswith("keras_sing"):
                 for alias in node.names:
-                    full = f"{node.module}.{alias.name}"
-                    yield full if full in LAYERS else node.module
+                    full = f"{module}.{alias.name}"
+                    yield full if full in LAYERS else module
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("keras_sing"):
@@ -65,7 +76,7 @@ def test_every_module_has_a_layer():
 
 @pytest.mark.parametrize("name, path", list(modules()), ids=lambda x: str(x))
 def test_imports_run_in_one_direction(name, path):
-    for imported in imported_keras_sing_modules(path):
+    for imported in imported_keras_sing_modules(path, name):
         same_package = imported.startswith(name + ".") or (
             name.startswith("keras_sing.backend")
             and imported.startswith("keras_sing.backend")
@@ -97,3 +108,19 @@ def test_nothing_refers_outside_the_repository():
         text = path.read_text()
         assert "../shared" not in text, path
         assert not re.search(r"\bSPEC(\.md| section)", text), path
+
+
+@pytest.mark.parametrize(
+    "source, name, file, expected",
+    [
+        ("from keras_sing import transforms", "keras_sing._host", "_host.py", "keras_sing"),
+        ("from .sing import SING", "keras_sing._host", "_host.py", "keras_sing.sing"),
+        ("from . import transforms", "keras_sing.callbacks", "callbacks.py", "keras_sing"),
+        ("from .. import sing", "keras_sing.backend.torch", "torch.py", "keras_sing"),
+        ("from .torch import max_abs", "keras_sing.backend", "__init__.py", "keras_sing.backend.torch"),
+    ],
+)
+def test_relative_imports_are_resolved(source, name, file, expected):
+    """A relative import cannot slip past the one-direction check."""
+    node = ast.parse(source).body[0]
+    assert absolute_module(node, name, pathlib.Path(file)) == expected

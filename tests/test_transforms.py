@@ -69,7 +69,7 @@ def _float64_scope():
     return contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("form", ["lanes", "bounded"])
+@pytest.mark.parametrize("form", ["default", "bounded"])
 @pytest.mark.parametrize(
     "dtype, exponents",
     [
@@ -78,7 +78,8 @@ def _float64_scope():
     ],
 )
 def test_l2_norm_matches_oracle_at_every_scale(form, dtype, exponents):
-    """`l2_norm`, both forms, equals sqrt(sum(x^2)) computed in float64 on
+    """`l2_norm`, by default (the lanes up to `LANE_ELEMENTS` elements, the
+    bounded form above: n = 6000) and bounded, equals sqrt(sum(x^2)) computed in float64 on
     x / 2^e (exact) and scaled back, for x = y 2^e across the dtype's
     range: past where sum(x^2) overflows or underflows (float32 beyond
     2^+-64, float64 beyond 2^+-512), up to where the norm itself would.
@@ -125,9 +126,11 @@ def test_norm_lanes_cannot_overflow_and_keep_the_smallest_numbers(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_l2_norm_of_low_precision_is_computed_in_float32(dtype):
-    """A float16/bfloat16 tensor's norm is taken in float32 (float16's
-    lanes would not exist: 2^-88 is 0 there) and returned in its dtype."""
+def test_l2_norm_of_low_precision_is_returned_in_its_dtype(dtype):
+    """`l2_norm` of a float16/bfloat16 tensor is returned in its dtype, and
+    does not overflow where the sum of squares (640000) would in float16
+    (that it is taken in float32 is checked to float32's precision by
+    `test_low_precision_norm_is_computed_in_float32`)."""
     x = keras.ops.convert_to_tensor(np.full((64,), 100.0, "float32"), dtype)
     for bound in (None, x):
         norm = transforms.l2_norm(x, bound=bound)
@@ -194,21 +197,21 @@ def test_standardize_empty_tensor():
     assert tuple(out.shape) == (0, 3)
 
 
-def test_float16_norm_is_computed_in_float32():
-    """A float16 gradient's norm is computed and returned in float32: to
-    float32's precision (float16's would be ~1e-3 off), and where the sum
-    of squares overflows float16 (max 65504)."""
-    g = (np.random.default_rng(0).standard_normal((8, 8)) * 300.0).astype(
-        "float16"
-    )
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_norm_is_computed_in_float32(dtype):
+    """A float16/bfloat16 gradient's norm is computed and returned in
+    float32: to float32's precision (float16's would be ~1e-3 off,
+    bfloat16's ~1e-2), and where the sum of squares overflows float16
+    (max 65504)."""
+    values = np.random.default_rng(0).standard_normal((8, 8)) * 300.0
+    g = keras.ops.convert_to_tensor(values.astype("float32"), dtype)
+    exact = to_numpy(keras.ops.cast(g, "float32")).astype(np.float64)
     out, norm = transforms.standardize_with_norm(g, None, 1e-8)
     assert keras.backend.standardize_dtype(norm.dtype) == "float32"
-    np.testing.assert_allclose(
-        to_numpy(norm), np.linalg.norm(g.astype(np.float64)), rtol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(norm), np.linalg.norm(exact), rtol=1e-6)
     out = to_numpy(keras.ops.cast(out, "float32"))
     assert np.all(np.isfinite(out))
-    assert_close(out, reference.standardize(g.astype(np.float64), ()), rtol=1e-2)
+    assert_close(out, reference.standardize(exact, ()), rtol=1e-2)
 
 
 @pytest.mark.parametrize("beta", [1.0, 50.0, 1000.0])
