@@ -22,6 +22,8 @@ import time
 
 MODELS = ("transformer", "resnet50")
 OPTIMIZERS = ("adamw", "sing", "sing_ignore")
+# also accepted by --optimizers: SING without LookAhead
+MORE_OPTIMIZERS = ("sing_no_lookahead",)
 
 
 def build_model(name):
@@ -55,8 +57,11 @@ def make_optimizer(name):
     host = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
     if name == "adamw":
         return host
+    if name not in OPTIMIZERS + MORE_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: one of {OPTIMIZERS + MORE_OPTIMIZERS}")
     on_nonfinite = "ignore" if name == "sing_ignore" else "skip"
-    return keras_sing.SING(host, on_nonfinite=on_nonfinite)
+    lookahead = name != "sing_no_lookahead"
+    return keras_sing.SING(host, on_nonfinite=on_nonfinite, lookahead=lookahead)
 
 
 def run_one(model_name, optimizer_name, batch_size=8, steady_steps=5):
