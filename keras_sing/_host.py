@@ -830,9 +830,22 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
                 axes=axes if standardize else None,
             )
         )
-    flags = [finite for _, _, finite in statistics.values()]
-    finite = ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
+    finite = _all_true([finite for _, _, finite in statistics.values()])
     return finite, {"statistics": statistics}
+
+
+def _all_true(flags):
+    """A scalar boolean: every flag of `flags` (scalar booleans) is true;
+    true for none."""
+    return ops.all(ops.stack(flags)) if flags else ops.convert_to_tensor(True)
+
+
+def _each_is_finite(tensors):
+    """`all_finite` elementwise (`isfinite` on every element, `None`s
+    ignored), for values whose overflow XLA could fold out of `0 * x`."""
+    return _all_true(
+        [ops.all(ops.isfinite(g)) for g in tensors if g is not None]
+    )
 
 
 def transforms_gradients(host):
@@ -858,11 +871,7 @@ def host_step_is_finite(host, grads, variables, value_of=read):
     else:
         # XLA rewrites `0 * (G * c)` as `(0 * c) * G`, which hides an
         # overflow of `G / loss_scale_factor` from `all_finite`'s `0 * x`
-        flags = [ops.all(ops.isfinite(g)) for g in summed if g is not None]
-        finite = (
-            ops.all(ops.stack(flags)) if flags
-            else ops.convert_to_tensor(True)
-        )
+        finite = _each_is_finite(summed)
     if host.global_clipnorm:
         finite = ops.logical_and(
             finite, global_norm_is_finite(host, summed, variables, value_of)
@@ -964,10 +973,10 @@ def clipnorm_product_is_finite(host, summed, variables, value_of=read):
     if not host.clipnorm > 1:
         return ops.convert_to_tensor(True)
     clipped = _as_the_host_clips_them(host, summed, variables)
-    flags = [ops.all(ops.isfinite(g * host.clipnorm)) for g in clipped]
-    if not flags:
+    if not clipped:
         return ops.convert_to_tensor(True)
-    return _on_update_steps(host, ops.all(ops.stack(flags)), value_of)
+    products = [g * host.clipnorm for g in clipped]
+    return _on_update_steps(host, _each_is_finite(products), value_of)
 
 
 def lookahead_flags_for_step(sing):
@@ -1046,7 +1055,7 @@ def apply_per_replica_if_finite(sing, grads, trainable_variables):
 
     tf_backend.apply_if_all_replicas_finite(
         replica_finite,
-        lambda g: apply_host(sing.inner_optimizer, g, trainable_variables),
+        lambda g: apply_host(host, g, trainable_variables),
         sing._count_skipped_step,
         lambda finite: sing._raise_if_requested(
             finite, lambda: ops.add(read(sing.inner_optimizer.iterations), 1)
