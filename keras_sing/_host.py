@@ -70,13 +70,27 @@ def find_building_model(variables):
 
 def layers_of(model):
     """`{id(variable): layer}` for every weight of `model`, each mapped to
-    the innermost layer that holds it."""
+    the layer that created it (the one whose own variables hold it, not a
+    model or wrapper around it), else to the innermost layer that holds
+    it."""
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
     owner = {}
-    # pre-order: a nested layer comes after its parent and overrides it
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    # pre-order: a nested layer comes after its parent and overrides it;
+    # but a layer shared by two models is visited once, under the first
+    for layer in layers:
         for variable in layer.weights:
             owner[id(variable)] = layer
+    for layer in layers:
+        for variable in _own_variables(layer):
+            owner[id(variable)] = layer
     return owner
+
+
+def _own_variables(layer):
+    """The variables `layer` created itself, not its sublayers'."""
+    return list(getattr(layer, "_trainable_variables", ())) + list(
+        getattr(layer, "_non_trainable_variables", ())
+    )
 
 
 def layer_rules_for(variables):

@@ -17,8 +17,10 @@ per layer, in Keras layout (docs/algorithm.md has the table):
 | `EinsumDense` kernel                   | per equation        | contracted    |
 | `EinsumDense` LoRA `A`                 | kernel's but last,  | the kernel's  |
 |                                        |   then `rank`       |   contracted  |
-| `EinsumDense` bias, normalization      | any                 | none          |
-|   layers, `PReLU`, anything 1-D        |                     |               |
+| `EinsumDense` bias, GRU's `(2, 3u)`    | any                 | none          |
+|   bias, normalization layers, `PReLU`, |                     |               |
+|   anything 1-D                         |                     |               |
+| `TorchModuleWrapper` parameters        | PyTorch layout      | all but first |
 
 A variable does not know its layer; SING learns it from the model that
 builds the optimizer (see `keras_sing.SING` and `keras_sing.fan_in_axes`).
@@ -127,7 +129,14 @@ def layer_centralize_axes(layer, variable):
     if isinstance(layer, _LINEAR_LAYERS) or type(layer).__name__ in (
         _LINEAR_CELLS
     ):
-        return all_but_last(ndim)
+        # GRU's bias with `reset_after=True`, (2, 3 units): PyTorch's 1-D
+        # `bias_ih` and `bias_hh`, stacked (over its axis 0, the update and
+        # reset gates' rows get the same gradient: centralized, they
+        # would never train)
+        return None if name == "bias" else all_but_last(ndim)
+    if type(layer).__name__ == "TorchModuleWrapper":
+        # a torch module's own parameters, in PyTorch layout
+        return per_row(ndim)
     rule = _KERAS_HUB_RULES.get((type(layer).__name__, name))
     if rule is not None:
         return rule(ndim)
@@ -223,6 +232,18 @@ _KERAS_HUB_RULES = {
         _expert_fan_in
     ),
     ("MixtralMoeExperts", "expert_feedforward_output_dense"): _expert_fan_in,
+    ("QwenMoeExperts", "expert_feedforward_gate_dense"): _expert_fan_in,
+    ("QwenMoeExperts", "expert_feedforward_output_dense"): _expert_fan_in,
+    ("Qwen3MoeExperts", "expert_feedforward_gate_dense"): _expert_fan_in,
+    ("Qwen3MoeExperts", "expert_feedforward_output_dense"): _expert_fan_in,
+    # GPT-OSS's experts are one 3-D Parameter in PyTorch (and its biases
+    # 2-D ones): the published rule gives one mean per expert
+    ("GptOssExperts", "gate_up_proj"): per_row,
+    ("GptOssExperts", "down_proj"): per_row,
+    ("GptOssExperts", "gate_up_proj_bias"): per_row,
+    ("GptOssExperts", "down_proj_bias"): per_row,
+    # a depthwise Conv1d's weight (C, 1, K), kept as (C, K): per channel
+    ("Qwen3_5GatedDeltaNet", "conv1d_kernel"): per_row,
     ("RelativeEmbedding", "rel_embedding"): per_row,
     ("XLNetAttentionMaskLayer", "mask_emb"): per_row,
     ("XLNetEncoder", "content_attention_bias"): per_row,
@@ -292,18 +313,29 @@ def guess_centralize_axes(variable):
 default_centralize_axes = guess_centralize_axes
 
 
-# 2-D variables of these names are not `(in, out)` linear maps.
-_NOT_LINEAR_2D = ("bias", "gamma", "beta", "scale")
+# The names of Keras's 2-D linear maps `(in, out)` (kernels, LoRA factors)
+# and embedding tables, for which the rank-and-name guess is exact.
+_LINEAR_2D = (
+    "kernel",
+    "recurrent_kernel",
+    "embeddings",
+    "reverse_embeddings",
+    "lora_kernel_a",
+    "lora_kernel_b",
+    "lora_embeddings_a",
+    "lora_embeddings_b",
+)
 
 
 def is_guess_certain(variable):
     """Whether `guess_centralize_axes` is all but sure, whatever the layer:
-    1-D variables, and 2-D ones (linear maps `(in, out)`, embedding
-    tables) but for 2-D biases (`EinsumDense`'s `(heads, head_dim)`) and
-    2-D normalization scales and offsets (a `LayerNormalization` over two
-    axes, centralized per row)."""
+    1-D variables, and the 2-D ones that Keras's layers name as linear
+    maps `(in, out)` or embedding tables (`_LINEAR_2D`). Not: other 2-D
+    variables (`EinsumDense`'s `(heads, head_dim)` bias, GRU's `(2, 3
+    units)` one, a `LayerNormalization`'s scale over two axes, a custom
+    layer's table), nor anything of rank 3 and more."""
     ndim = len(variable.shape)
-    return ndim <= 1 or (ndim == 2 and variable.name not in _NOT_LINEAR_2D)
+    return ndim <= 1 or (ndim == 2 and variable.name in _LINEAR_2D)
 
 
 def rules_from_layers(variables, layer_of):

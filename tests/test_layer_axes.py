@@ -30,6 +30,9 @@ large enough that `W0 - W1` keeps ~7 digits of the step.
   variables their twin by layer type and attribute; it raises on any
   ndim >= 2 variable it does not know, rather than guess. Biases and norm
   scales/offsets are randomized first (see `_perturb_vectors`);
+- recurrent layers (GRU's `(2, 3 units)` bias), a layer shared with a
+  sub-model, `TorchModuleWrapper` (torch), and KerasHub layers with
+  weights of their own (their axes against their twins' tensors);
 - a custom loop (`apply_gradients`, no model visible to SING):
   `centralize_axes=keras_sing.fan_in_axes(model)` gives the exact rule, and
   without it SING warns about the variables it cannot decide.
@@ -256,6 +259,16 @@ def layer_twins(layer, overrides):
         for name in ("gamma", "beta", "scale"):
             v = _attr(layer, name)
             if v is not None and len(v.shape) >= 2:
+                named[id(v)] = parameter
+    elif isinstance(layer, L.SimpleRNNCell | L.LSTMCell | L.GRUCell):
+        # nn.RNN/LSTM/GRU weight_ih (gates*units, in), weight_hh (gates*units,
+        # units); GRU's reset_after bias (2, 3 units) is bias_ih and bias_hh,
+        # two 1-D tensors (`vector` below: normalized here as one tensor)
+        put(linear, "kernel")
+        put(linear, "recurrent_kernel")
+    elif kind == "TorchModuleWrapper":  # the torch module's own tensors
+        for v in own:
+            if len(v.shape) >= 2:
                 named[id(v)] = parameter
     elif kind == "PositionEmbedding":  # KerasHub; HF BERT/GPT-2: nn.Embedding
         put(embedding, "position_embeddings")
@@ -915,7 +928,55 @@ def mixed_case(n=2):
     return build, x, y
 
 
+def recurrent_case(make_layer, n=3, seq=4, dim=3):
+    """One recurrent layer (its weights live in its cell) and a Dense head."""
+    rng = _rng(0)
+    x = rng.standard_normal((n, seq, dim)).astype("float32")
+    y = rng.standard_normal((n, 2)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(1)
+        inp = keras.Input((seq, dim))
+        return keras.Model(inp, L.Dense(2, name="head")(make_layer()(inp)))
+
+    return build, x, y
+
+
+def shared_layer_case(n=3):
+    """Layers called by the model and, shared, by a sub-model listed after
+    them: each variable is still its own layer's (an `EinsumDense` whose
+    kernel `(out, in)` has its fan-in on axis 1, a depthwise kernel)."""
+    rng = _rng(0)
+    x = rng.standard_normal((n, 5, 5, 3)).astype("float32")
+    y = rng.standard_normal((n, 4)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(1)
+        dw = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")
+        ein = L.EinsumDense("ab,cb->ac", output_shape=(4,), name="ein")
+        inp = keras.Input((5, 5, 3))
+        sub = keras.Sequential(
+            [keras.Input((5, 5, 3)), dw, L.Flatten(), L.Dense(5), ein],
+            name="sub",
+        )
+        h = L.Flatten()(dw(inp))
+        own = ein(L.Dense(5, name="to5")(h))
+        return keras.Model(inp, L.Add()([own, sub(inp)]))
+
+    return build, x, y
+
+
 WHOLE_MODELS = {
+    "gru": lambda: recurrent_case(lambda: L.GRU(4, name="t")),
+    "gru_reset_before": lambda: recurrent_case(
+        lambda: L.GRU(4, reset_after=False, name="t")
+    ),
+    "lstm": lambda: recurrent_case(lambda: L.LSTM(4, name="t")),
+    "simple_rnn": lambda: recurrent_case(lambda: L.SimpleRNN(4, name="t")),
+    "bidirectional_gru": lambda: recurrent_case(
+        lambda: L.Bidirectional(L.GRU(3), name="t")
+    ),
+    "shared_layer": shared_layer_case,
     "vit": vit_case,
     "bert": bert_case,
     "bert_lora": bert_lora_case,
@@ -1049,6 +1110,152 @@ def test_unknown_layer_in_a_model_warns_as_such():
     with pytest.warns(UserWarning, match=r"no fan-in rule.*scale/w.*centralize_axes") as record:
         model.fit(np.ones((2, 4), "float32"), np.ones((2, 3), "float32"), verbose=0)
     assert not any("custom loop" in str(w.message) for w in record)
+
+
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="TorchModuleWrapper wraps torch modules: torch backend only",
+)
+def test_torch_module_wrapper_parameters_are_in_torch_layout():
+    """A `TorchModuleWrapper`'s variables are its module's parameters, in
+    PyTorch layout: nn.Linear's weight (out, in) and nn.Conv1d's (out, in,
+    k) are centralized over dims 1.., as the published optimizer does."""
+    import torch
+
+    rng = _rng(0)
+    x = rng.standard_normal((3, 3, 7)).astype("float32")  # (N, C, L)
+    y = rng.standard_normal((3, 5)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(1)
+        torch.manual_seed(1)
+        conv = torch.nn.Sequential(torch.nn.Conv1d(3, 2, 2), torch.nn.Flatten())
+        model = keras.Sequential([
+            L.TorchModuleWrapper(conv, output_shape=(None, 12), name="conv"),
+            L.TorchModuleWrapper(
+                torch.nn.Linear(12, 5), output_shape=(None, 5), name="linear"
+            ),
+        ])
+        model.build((None, 3, 7))
+        return model
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        check(build, x, y)
+    assert not [str(w.message) for w in record if "SING" in str(w.message)]
+
+
+def _experts_linear(g):
+    """Stacked experts (E, in, out) -> one nn.Linear per expert, weight
+    (out, in), stacked as (E * out, in) (the axes only: torch would
+    normalize each expert's weight on its own)."""
+    e, i, o = g.shape
+    t = np.transpose(g, (0, 2, 1)).reshape(e * o, i)
+    return t, lambda t: np.transpose(t.reshape(e, o, i), (0, 2, 1))
+
+
+def _depthwise_conv1d(g):
+    """(C, K) -> nn.Conv1d(C, C, K, groups=C).weight (C, 1, K)."""
+    return g[:, None], lambda t: t[:, 0]
+
+
+def _hub_backbones():
+    hub = _hub()
+    m = hub.models
+    tiny = dict(vocabulary_size=50, num_layers=1, num_query_heads=2,
+                num_key_value_heads=1, hidden_dim=8, intermediate_dim=8)
+    # Qwen's gate is gate_proj and up_proj side by side (E, D, 2I)
+    experts = {
+        "expert_feedforward_gate_dense": _experts_linear,
+        "expert_feedforward_output_dense": _experts_linear,
+    }
+    return {
+        "gpt_oss": (  # HF: one 3-D Parameter per kind, 2-D biases
+            lambda: m.GptOssBackbone(num_experts=3, top_k=2, **tiny),
+            {"gate_up_proj": parameter, "down_proj": parameter,
+             "gate_up_proj_bias": parameter, "down_proj_bias": parameter},
+        ),
+        "qwen_moe": (  # HF: one nn.Linear per expert (KerasHub's converter)
+            lambda: m.QwenMoeBackbone(
+                moe_intermediate_dim=8, shared_expert_intermediate_dim=8,
+                num_experts=2, **tiny),
+            experts,
+        ),
+        "qwen3_moe": (
+            lambda: m.Qwen3MoeBackbone(
+                head_dim=4, moe_intermediate_dim=8, num_experts=2, top_k=1,
+                **tiny),
+            experts,
+        ),
+        "mixtral": (
+            lambda: m.MixtralBackbone(num_experts=2, top_k=1, **tiny),
+            {**experts,
+             "expert_feedforward_intermediate_dense": _experts_linear},
+        ),
+        "qwen3_5_linear_attention": (
+            lambda: m.Qwen3_5Backbone(
+                head_dim=4, layer_types=["linear_attention"],
+                linear_num_key_heads=2, linear_num_value_heads=2,
+                linear_key_head_dim=4, linear_value_head_dim=4, **tiny),
+            {"conv1d_kernel": _depthwise_conv1d},
+        ),
+        "deit": (  # HF: nn.Parameter (1, 1, D) tokens, (1, S, D) positions
+            lambda: m.DeiTBackbone(
+                image_shape=(8, 8, 3), patch_size=4, num_layers=1,
+                num_heads=2, hidden_dim=8, intermediate_dim=16),
+            {"class_token": parameter, "distillation_token": parameter,
+             "position_embedding": parameter},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gpt_oss", "qwen_moe", "qwen3_moe", "mixtral", "qwen3_5_linear_attention",
+     "deit"],
+)
+def test_kerashub_layer_rules_follow_their_twins(name):
+    """KerasHub layers with weights of their own (not a stock Keras
+    layer's): the axes `fit` would use (`fan_in_axes(model)`, the same
+    rules) are those of the twin tensor each variable is converted from."""
+    make, twins = _hub_backbones()[name]
+    model = make()
+    axes = keras_sing.fan_in_axes(model)
+    seen = set()
+    for v in model.trainable_variables:
+        if v.name not in twins:
+            continue
+        seen.add(v.name)
+        got = axes.get("^" + re.escape(v.path) + "$", "no rule")
+        assert got != "no rule", v.path
+        # axes of size 1 change nothing: (1, 2) on (1, 1, D) is (2,)
+        got = tuple(a for a in got or () if v.shape[a] > 1) or None
+        assert got == keras_axes(v.shape, twins[v.name]), (v.path, got)
+    assert seen == set(twins), seen
+
+
+def test_custom_layer_tables_of_rank_two_warn():
+    """A custom layer's 2-D weight not named as a Keras linear map (a
+    lookup table here) gets the guess, with a warning naming it; its 2-D
+    `kernel` gets the guess silently (an `(in, out)` map)."""
+
+    class Lookup(keras.layers.Layer):
+        def build(self, shape):
+            self.table = self.add_weight(shape=(7, 5), name="table")
+            self.kernel = self.add_weight(shape=(5, 3), name="kernel")
+
+        def call(self, ids):
+            rows = keras.ops.take(self.table, ids, axis=0)
+            return keras.ops.matmul(keras.ops.mean(rows, axis=1), self.kernel)
+
+    inp = keras.Input((4,), dtype="int32")
+    model = keras.Model(inp, Lookup(name="lookup")(inp))
+    model.compile(keras_sing.SING(keras.optimizers.SGD(0.1)), "mse")
+    ids = np.array([[0, 1, 2, 3], [4, 5, 6, 0]], "int32")
+    with pytest.warns(UserWarning, match=r"lookup/table") as record:
+        model.fit(ids, np.ones((2, 3), "float32"), verbose=0)
+    text = "\n".join(str(w.message) for w in record)
+    assert "lookup/kernel" not in text, text
 
 
 def test_axes_from_a_callable_may_be_numpy():
