@@ -237,6 +237,20 @@ def train_steps(model, x, y, start, stop):
     model.fit({k: v[sl] for k, v in x.items()}, y[sl], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
 
+def _straight_saved_and_resumed(make, tmp_path):
+    """`make()` trained 8 steps straight; another trained 3 steps and saved;
+    and the model loaded from that file (not trained yet)."""
+    x, y = dataset()
+    straight = make()
+    train_steps(straight, x, y, 0, 3)
+    train_steps(straight, x, y, 3, 8)
+    first = make()
+    train_steps(first, x, y, 0, 3)
+    path = os.path.join(tmp_path, "m.keras")
+    first.save(path)
+    return straight, first, keras.models.load_model(path)
+
+
 def test_save_load_resume_continues_exactly(tmp_path):
     """Save mid-LookAhead period (3 of 5 steps), reload, go on: identical to
     an uninterrupted run, all SING and host state included."""
@@ -247,15 +261,7 @@ def test_save_load_resume_continues_exactly(tmp_path):
         compile_(model, keras_sing.SING(keras.optimizers.AdamW(1e-2, weight_decay=1e-2), lookahead_steps=5))
         return model
 
-    straight = make()
-    train_steps(straight, x, y, 0, 3)
-    train_steps(straight, x, y, 3, 8)
-
-    first = make()
-    train_steps(first, x, y, 0, 3)
-    path = os.path.join(tmp_path, "m.keras")
-    first.save(path)
-    resumed = keras.models.load_model(path)
+    straight, first, resumed = _straight_saved_and_resumed(make, tmp_path)
     assert isinstance(resumed.optimizer, keras_sing.SING)
     assert resumed.optimizer.get_config() == first.optimizer.get_config()
     for a, b in zip(resumed.optimizer.variables, first.optimizer.variables, strict=True):
@@ -282,15 +288,7 @@ def test_multi_optimizer_with_sing_resumes_exactly(tmp_path):
         ))
         return model
 
-    straight = make()
-    train_steps(straight, x, y, 0, 3)
-    train_steps(straight, x, y, 3, 8)
-
-    first = make()
-    train_steps(first, x, y, 0, 3)
-    path = os.path.join(tmp_path, "m.keras")
-    first.save(path)
-    resumed = keras.models.load_model(path)
+    straight, first, resumed = _straight_saved_and_resumed(make, tmp_path)
     sings = [o for o in resumed.optimizer.optimizers if isinstance(o, keras_sing.SING)]
     assert len(sings) == 1 and len(resumed.optimizer.optimizers) == 2
     for a, b in zip(resumed.optimizer.variables, first.optimizer.variables, strict=True):
