@@ -214,6 +214,8 @@ def _expert_fan_in(ndim):
 # tables held as `nn.Parameter(1, ..., D)` are centralized over dims 1..,
 # i.e. `per_row`; `nn.Embedding` tables per row.
 _KERAS_HUB_RULES = {
+    # untied (no `token_embedding` given): an lm-head nn.Linear(D, vocab)
+    ("MaskedLMHead", "output_kernel"): all_but_last,
     ("PositionEmbedding", "position_embeddings"): per_row,
     ("PositionEmbedding", "embeddings"): per_row,
     ("ViTPatchingAndEmbedding", "class_token"): per_row,

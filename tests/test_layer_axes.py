@@ -1159,6 +1159,15 @@ def _depthwise_conv1d(g):
     return g[:, None], lambda t: t[:, 0]
 
 
+def _masked_lm_head(hub):
+    """KerasHub's `MaskedLMHead` without a `token_embedding`: its own
+    output kernel `(D, vocab)`."""
+    inputs = keras.Input((4, 8))
+    positions = keras.Input((2,), dtype="int32")
+    head = hub.layers.MaskedLMHead(vocabulary_size=11, name="head")
+    return keras.Model([inputs, positions], head(inputs, positions))
+
+
 def _hub_backbones():
     hub = _hub()
     m = hub.models
@@ -1199,6 +1208,10 @@ def _hub_backbones():
                 linear_key_head_dim=4, linear_value_head_dim=4, **tiny),
             {"conv1d_kernel": _depthwise_conv1d},
         ),
+        "masked_lm_head_untied": (  # an lm head nn.Linear(D, vocab)
+            lambda: _masked_lm_head(hub),
+            {"output_kernel": linear},
+        ),
         "deit": (  # HF: nn.Parameter (1, 1, D) tokens, (1, S, D) positions
             lambda: m.DeiTBackbone(
                 image_shape=(8, 8, 3), patch_size=4, num_layers=1,
@@ -1212,7 +1225,7 @@ def _hub_backbones():
 @pytest.mark.parametrize(
     "name",
     ["gpt_oss", "qwen_moe", "qwen3_moe", "mixtral", "qwen3_5_linear_attention",
-     "deit"],
+     "masked_lm_head_untied", "deit"],
 )
 def test_kerashub_layer_rules_follow_their_twins(name):
     """KerasHub layers with weights of their own (not a stock Keras
