@@ -13,6 +13,7 @@ and says what to freeze or exclude.
 import csv
 import math
 import numbers
+import os
 import re
 import warnings
 
@@ -166,6 +167,24 @@ def _is_int(x):
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _check_writable_folder(path):
+    """The CSV file's folder exists and can be written, checked when
+    training starts (as Keras's CSVLogger opens its file), not at the
+    first epoch's end."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"GradientNormMonitor cannot write csv_path={os.fspath(path)!r}: "
+            f"the folder {folder!r} does not exist. Create it first, e.g. "
+            "os.makedirs(folder, exist_ok=True)."
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"GradientNormMonitor cannot write csv_path={os.fspath(path)!r}: "
+            f"the folder {folder!r} is not writable."
+        )
+
+
 def _check_arguments(every_n_batches, window, min_growth, watch):
     """`GradientNormMonitor`'s arguments, checked when it is created rather
     than epochs into `fit`."""
@@ -305,6 +324,13 @@ class GradientNormMonitor(keras.callbacks.Callback):
     ):
         super().__init__()
         _check_arguments(every_n_batches, window, min_growth, watch)
+        if csv_path is not None and not isinstance(
+            csv_path, (str, os.PathLike)
+        ):
+            raise TypeError(
+                "Argument `csv_path` must be a file path (a str or "
+                f"os.PathLike) or None. Received: csv_path={csv_path!r}"
+            )
         self.every_n_batches = every_n_batches
         self.csv_path = csv_path
         self.log_layers = log_layers
@@ -320,6 +346,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
         self._last_batch = -1  # the last batch Keras reported this epoch
 
     def on_train_begin(self, logs=None):
+        if self.csv_path:
+            _check_writable_folder(self.csv_path)
         self._watched = normalization_layer_paths(self.model)
         self._sings = _sings_in(self.model.optimizer)
         if not self._sings:

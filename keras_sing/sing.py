@@ -262,7 +262,7 @@ class SING(keras.optimizers.Optimizer):
         lookahead = _flag("lookahead", lookahead)
 
         super().__init__(learning_rate=0.0, name=name)
-        self.inner_optimizer = host
+        self._inner_optimizer = host
         self.centralize = centralize
         self.normalize = normalize
         self.epsilon = epsilon
@@ -588,8 +588,7 @@ class SING(keras.optimizers.Optimizer):
             # they get from `build` called directly
             self.build(trainable_variables)
         self._read_layers_at_the_first_step()
-        grads = list(grads)
-        _check_one_gradient_per_variable(
+        grads = _checked_gradients(
             grads, trainable_variables or self._trainable_variables
         )
         host = self.inner_optimizer
@@ -675,8 +674,7 @@ class SING(keras.optimizers.Optimizer):
         """
         self._check_same_variables(trainable_variables)
         self._read_layers_at_the_first_step()
-        grads = list(grads)
-        _check_one_gradient_per_variable(grads, trainable_variables)
+        grads = _checked_gradients(grads, trainable_variables)
         optimizer_values = [_host.read(v) for v in optimizer_variables]
         trainable_values = [_host.read(v) for v in trainable_variables]
         if len(optimizer_values) != len(self.variables):
@@ -890,6 +888,20 @@ class SING(keras.optimizers.Optimizer):
     # ------------------------------------------------------------------ #
     # The host's state and settings, seen through SING.
     # ------------------------------------------------------------------ #
+
+    @property
+    def inner_optimizer(self):
+        """The host optimizer, whose update SING took over when it was
+        created (read-only: a new host needs a new SING)."""
+        return self._inner_optimizer
+
+    @inner_optimizer.setter
+    def inner_optimizer(self, value):
+        raise AttributeError(
+            "SING's host cannot be replaced: SING took over its update when "
+            "it was created, and a host set afterwards would step without "
+            "SING. Create a new SING instead: SING(new_host, ...)."
+        )
 
     @property
     def learning_rate(self):
@@ -1215,13 +1227,17 @@ def _flag(name, value):
     )
 
 
+_MAX_LOOKAHEAD_STEPS = 2**31 - 1
+
+
 def _check_lookahead(lookahead_steps, lookahead_alpha):
     if isinstance(lookahead_steps, bool) or not isinstance(
         lookahead_steps, numbers.Integral
-    ) or lookahead_steps < 1:
+    ) or not 1 <= lookahead_steps <= _MAX_LOOKAHEAD_STEPS:
         raise ValueError(
-            "Argument `lookahead_steps` must be an int >= 1 (1 syncs every "
-            f"step). Received: lookahead_steps={lookahead_steps!r}"
+            "Argument `lookahead_steps` must be an int in [1, 2**31 - 1] (1 "
+            "syncs every step; it is compared with the int32 step counter). "
+            f"Received: lookahead_steps={lookahead_steps!r}"
         )
     if not _is_real(lookahead_alpha) or not 0.0 < lookahead_alpha <= 1.0:
         raise ValueError(
@@ -1273,13 +1289,20 @@ def _resolve_host(optimizer):
             "other way round, LossScaleOptimizer(SING(AdamW(...))), or set "
             "the `mixed_float16` policy and let `compile` do it."
         )
+    if type(optimizer).__name__ == "MultiOptimizer":
+        raise ValueError(
+            "Argument `optimizer` cannot be a MultiOptimizer: it applies its "
+            "optimizers' own steps, so SING around it would change nothing. "
+            "Wrap the other way round: MultiOptimizer(OptimizerMap("
+            "SING(AdamW(...)), {path regex: other optimizer}))."
+        )
     if isinstance(optimizer, (str, dict)):
         try:
             optimizer = keras.optimizers.get(optimizer)
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(
                 "Argument `optimizer` could not be interpreted: "
-                f"{optimizer!r}. "
+                f"{optimizer!r} ({type(error).__name__}: {error}). "
                 "Use a keras.optimizers.Optimizer instance or an identifier "
                 "such as 'adamw', 'adam', 'sgd', 'lion'."
             ) from error
@@ -1302,13 +1325,39 @@ def _positive_float(name, value):
     return float(value)
 
 
-def _check_one_gradient_per_variable(grads, variables):
+def _checked_gradients(grads, variables):
+    """`grads` as a list, one per variable: nested lists and Python
+    numbers as tensors of the variable's dtype; a gradient of another rank
+    than its variable's is an error (a scalar is not broadcast)."""
+    grads = list(grads)
     if len(grads) != len(variables):
         raise ValueError(
             f"SING received {len(grads)} gradients for {len(variables)} "
             "variables. Pass one gradient (or None) per variable, in the "
             "order of the variables."
         )
+    checked = []
+    for grad, variable in zip(grads, variables, strict=True):
+        if grad is not None and not hasattr(grad, "shape"):
+            grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
+        rank = None if grad is None else _static_rank(grad.shape)
+        if rank is not None and rank != len(variable.shape):
+            raise ValueError(
+                f"SING received a gradient of shape {tuple(grad.shape)} for "
+                f"variable '{getattr(variable, 'path', None) or '?'}' of shape "
+                f"{tuple(variable.shape)}. Pass one gradient of each "
+                "variable's shape, in the order of the variables."
+            )
+        checked.append(grad)
+    return checked
+
+
+def _static_rank(shape):
+    """The rank of a (possibly symbolic) shape, or `None` where unknown."""
+    try:
+        return len(shape)
+    except (TypeError, ValueError):  # TF's TensorShape of unknown rank
+        return None
 
 
 def _copy_of(variable):

@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import to_numpy
 
 import keras_sing
 
@@ -94,6 +95,11 @@ def test_identifier_hosts(identifier, cls):
         (dict(exclude=["["]), ValueError, "exclude.*invalid regex.*re.escape"),
         (dict(centralize_axes={"[": (0,)}), ValueError, "centralize_axes.*invalid regex"),
         (dict(optimizer={}), ValueError, "optimizer.*could not be interpreted"),
+        # the cause, not only "could not be interpreted"
+        (dict(optimizer={"class_name": "AdamW", "config": {"learning_rat": 1}}), ValueError,
+         "could not be interpreted.*learning_rat"),
+        # compared with the int32 step counter
+        (dict(lookahead_steps=2**31), ValueError, "lookahead_steps.*2\\*\\*31 - 1"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_the_fix(kwargs, error, match):
@@ -132,6 +138,46 @@ def test_bad_hosts():
     keras_sing.SING(host)
     with pytest.raises(ValueError, match="another SING"):
         keras_sing.SING(host)
+    # a MultiOptimizer applies its optimizers' own steps: SING around it
+    # trained as the bare MultiOptimizer
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is not None:
+        inner = multi(keras.optimizers.OptimizerMap(keras.optimizers.SGD(0.1)))
+        with pytest.raises(ValueError, match="MultiOptimizer.*OptimizerMap\\(SING"):
+            keras_sing.SING(inner)
+
+
+def test_the_host_cannot_be_replaced():
+    """A host assigned after construction was never taken over: SING then
+    trained as that host alone. It is refused, and SING keeps its own."""
+    host = keras.optimizers.SGD(1.0)
+    opt = keras_sing.SING(host, lookahead=False)
+    with pytest.raises(AttributeError, match="Create a new SING"):
+        opt.inner_optimizer = keras.optimizers.SGD(1.0)
+    assert opt.inner_optimizer is host
+    kernel = keras.Variable(np.zeros((3, 2), "float32"), name="kernel")
+    opt.apply([np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]], "float32")], [kernel])
+    # SGD(1) on the standardized gradient: a unit-norm step
+    np.testing.assert_allclose(np.linalg.norm(to_numpy(kernel)), 1.0, rtol=1e-5)
+
+
+def test_gradients_as_nested_lists_step_as_arrays_and_a_scalar_is_refused():
+    """A nested list is a gradient as the host takes it (on TF and JAX);
+    a scalar for a (3, 2) variable is refused with the shapes named (the
+    host would broadcast it; SING would take a mean over a missing axis)."""
+    grad = [[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]]
+    values = []
+    for g in (grad, np.array(grad, "float32")):
+        kernel = keras.Variable(np.zeros((3, 2), "float32"), name="kernel")
+        keras_sing.SING(keras.optimizers.SGD(1.0)).apply([g], [kernel])
+        values.append(to_numpy(kernel))
+    np.testing.assert_array_equal(values[0], values[1])
+    assert np.any(values[0] != 0)
+    kernel = keras.Variable(np.zeros((3, 2), "float32"), name="kernel")
+    opt = keras_sing.SING(keras.optimizers.SGD(1.0))
+    with pytest.raises(ValueError, match=r"gradient of shape \(\) for variable 'kernel' of shape \(3, 2\)"):
+        opt.apply([np.float32(1.0)], [kernel])
+    np.testing.assert_array_equal(to_numpy(kernel), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="tests")

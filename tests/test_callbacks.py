@@ -203,6 +203,19 @@ def test_monitor_needs_sing():
         model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0, callbacks=[GradientNormMonitor()])
 
 
+def test_monitor_csv_folder_is_checked_when_training_starts(tmp_path):
+    """As Keras's CSVLogger: before the first batch, not at the first
+    epoch's end."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras_sing.SING(keras.optimizers.SGD(0.1)), "mse")
+    before = [to_numpy(w) for w in model.weights]
+    monitor = GradientNormMonitor(csv_path=str(tmp_path / "missing" / "norms.csv"))
+    with pytest.raises(FileNotFoundError, match="does not exist. Create it first"):
+        model.fit(np.ones((4, 2)), np.ones((4, 1)), batch_size=1, verbose=0, callbacks=[monitor])
+    for a, b in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(a, to_numpy(b))  # no batch was trained
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -213,6 +226,7 @@ def test_monitor_needs_sing():
         (dict(window=0), ValueError, "window=0"),
         (dict(watch="["), ValueError, "watch.*invalid regex.*re.escape"),
         (dict(watch=3), TypeError, "watch"),
+        (dict(csv_path=3), TypeError, "csv_path=3"),
     ],
 )
 def test_monitor_arguments_are_checked_when_created(kwargs, error, match):
