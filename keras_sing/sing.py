@@ -156,7 +156,8 @@ class SING(keras.optimizers.Optimizer):
             `"sing"`, `"sing_1"`, ...
 
     Attributes:
-        inner_optimizer: the host optimizer.
+        inner_optimizer: the host optimizer (read-only: a new host needs a
+            new SING).
         learning_rate: the host's learning rate (a variable, or its
             schedule); settable.
         iterations: the host's step counter (its count of `apply` calls,
