@@ -1139,7 +1139,7 @@ def _host_setting(name):
         return getattr(self.inner_optimizer, name)
 
     def set_(self, value):
-        host = self.__dict__.get("inner_optimizer")
+        host = self.__dict__.get("_inner_optimizer")
         if host is not None:
             setattr(host, name, value)
 
@@ -1339,9 +1339,11 @@ def _checked_gradients(grads, variables):
         )
     checked = []
     for grad, variable in zip(grads, variables, strict=True):
-        if grad is not None and not hasattr(grad, "shape"):
+        if isinstance(grad, (list, tuple, numbers.Number)) and not hasattr(
+            grad, "shape"
+        ):
             grad = ops.convert_to_tensor(grad, dtype=variable.dtype)
-        rank = None if grad is None else _static_rank(grad.shape)
+        rank = None if grad is None else _static_rank(grad)
         if rank is not None and rank != len(variable.shape):
             raise ValueError(
                 f"SING received a gradient of shape {tuple(grad.shape)} for "
@@ -1353,11 +1355,13 @@ def _checked_gradients(grads, variables):
     return checked
 
 
-def _static_rank(shape):
-    """The rank of a (possibly symbolic) shape, or `None` where unknown."""
+def _static_rank(tensor):
+    """The rank of a (possibly symbolic or sparse) tensor's static shape,
+    or `None` where unknown (TF's unknown rank; an `IndexedSlices` whose
+    dense shape is not a tensor has no `shape`)."""
     try:
-        return len(shape)
-    except (TypeError, ValueError):  # TF's TensorShape of unknown rank
+        return len(tensor.shape)
+    except (AttributeError, TypeError, ValueError):
         return None
 
 
