@@ -892,8 +892,24 @@ class SING(keras.optimizers.Optimizer):
 
     @property
     def inner_optimizer(self):
-        """The host optimizer, whose update SING took over when it was
-        created (read-only: a new host needs a new SING)."""
+        """The host optimizer, whose update SING took over when created.
+
+        Read-only: a host set afterwards would step without SING, so a new
+        host needs a new SING.
+
+        Returns:
+            The host, a `keras.optimizers.Optimizer`.
+
+        Raises:
+            AttributeError: when set.
+
+        Examples:
+            >>> import keras
+            >>> import keras_sing
+            >>> host = keras.optimizers.AdamW(1e-3)
+            >>> keras_sing.SING(host).inner_optimizer is host
+            True
+        """
         return self._inner_optimizer
 
     @inner_optimizer.setter
