@@ -928,20 +928,6 @@ def mixed_case(n=2):
     return build, x, y
 
 
-def recurrent_case(make_layer, n=3, seq=4, dim=3):
-    """One recurrent layer (its weights live in its cell) and a Dense head."""
-    rng = _rng(0)
-    x = rng.standard_normal((n, seq, dim)).astype("float32")
-    y = rng.standard_normal((n, 2)).astype("float32")
-
-    def build():
-        keras.utils.set_random_seed(1)
-        inp = keras.Input((seq, dim))
-        return keras.Model(inp, L.Dense(2, name="head")(make_layer()(inp)))
-
-    return build, x, y
-
-
 def shared_layer_case(n=3):
     """Layers called by the model and, shared, by a sub-model listed after
     them: each variable is still its own layer's (an `EinsumDense` whose
@@ -967,14 +953,15 @@ def shared_layer_case(n=3):
 
 
 WHOLE_MODELS = {
-    "gru": lambda: recurrent_case(lambda: L.GRU(4, name="t")),
-    "gru_reset_before": lambda: recurrent_case(
-        lambda: L.GRU(4, reset_after=False, name="t")
+    # a recurrent layer's weights live in its cell
+    "gru": lambda: single_layer(lambda: L.GRU(4, name="t"), (4, 3)),
+    "gru_reset_before": lambda: single_layer(
+        lambda: L.GRU(4, reset_after=False, name="t"), (4, 3)
     ),
-    "lstm": lambda: recurrent_case(lambda: L.LSTM(4, name="t")),
-    "simple_rnn": lambda: recurrent_case(lambda: L.SimpleRNN(4, name="t")),
-    "bidirectional_gru": lambda: recurrent_case(
-        lambda: L.Bidirectional(L.GRU(3), name="t")
+    "lstm": lambda: single_layer(lambda: L.LSTM(4, name="t"), (4, 3)),
+    "simple_rnn": lambda: single_layer(lambda: L.SimpleRNN(4, name="t"), (4, 3)),
+    "bidirectional_gru": lambda: single_layer(
+        lambda: L.Bidirectional(L.GRU(3), name="t"), (4, 3)
     ),
     "shared_layer": shared_layer_case,
     "vit": vit_case,
