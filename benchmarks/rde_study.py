@@ -37,8 +37,7 @@ What every run records (see `RUN_DEFINITIONS`, also written in each JSON):
   steps), so that noise around a loss near 0 is not counted. Consecutive
   spiking steps are one spike; the first `WINDOW` steps are never spikes;
   a non-finite loss is divergence, not a spike. (The examples'
-  `spike_count` compares the running mean to its best value; on per-step
-  losses, which are noisy, a running median is the robust baseline.)
+  `spike_count` counts with the same definition.)
 - divergence: the run diverged if a loss is NaN or infinite (training stops
   there), or if the loss does not recover: the median of the last
   `max(WINDOW, 10% of the steps)` steps is above `UNRECOVERED_FACTOR` (1.5x)

@@ -117,7 +117,7 @@ class BatchLoss(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def spike_count(losses, factor=1.5, window=20, floor=0.02):
+def spike_count(losses, factor=2.0, window=20, floor=0.02):
     """Loss spikes in per-batch losses, as the study defines them
     (`benchmarks/rde_study.py`, `loss_spikes`): a batch `t >= window` whose
     loss exceeds `factor` x the median of the `window` batches before it,

@@ -271,7 +271,8 @@ class GradientNormMonitor(keras.callbacks.Callback):
         watch: regex searched in layer paths, the layers to watch; `None`
             watches the model's normalization layers (any layer whose class
             name contains "Normalization", e.g. LayerNormalization,
-            BatchNormalization, RMSNormalization, whatever its name).
+            BatchNormalization, RMSNormalization, or ends in "LayerNorm" or
+            "RMSNorm", as KerasHub's do, whatever its name).
             Defaults to `None`.
         window: epochs over which the pattern must hold. Defaults to `3`.
         min_growth: growth factor of the norm over `window`. Defaults to
@@ -280,10 +281,16 @@ class GradientNormMonitor(keras.callbacks.Callback):
             Defaults to `True`.
 
     Raises:
-        ValueError: `every_n_batches < 1`, `window < 1` or
-            `min_growth <= 1`; at the start of training, if the model's
-            optimizer is not a SING, or has none inside (a
-            `LossScaleOptimizer`, a `MultiOptimizer`).
+        ValueError: `every_n_batches < 1`, `window < 1`,
+            `min_growth <= 1`, or `watch` an invalid regex; at the start
+            of training, if the model's optimizer is not a SING, or has
+            none inside (a `LossScaleOptimizer`, a `MultiOptimizer`).
+        TypeError: `watch` not a string or `None`, or `csv_path` not a
+            path or `None`.
+        FileNotFoundError: at the start of training, if `csv_path`'s
+            folder does not exist.
+        PermissionError: at the start of training, if that folder is not
+            writable.
 
     Examples:
         >>> import numpy as np
@@ -448,10 +455,11 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     def _alert(self, epoch, layer, losses, series):
         name = layer.rsplit("/", 1)[-1]
+        kind = "normalization layer" if self.watch is None else "layer"
         message = (
             f"keras_sing: over the last {self.window} epochs the training loss "
             f"fell ({losses[0]:.4g} -> {losses[-1]:.4g}) while the gradient "
-            f"norm of normalization layer '{layer}' kept growing "
+            f"norm of {kind} '{layer}' kept growing "
             f"({series[0]:.3g} -> {series[-1]:.3g}). The SING authors advise "
             "freezing that layer's scale and offset (set trainable = False on "
             f"layer '{name}', then compile with a new optimizer) "

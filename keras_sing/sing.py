@@ -143,9 +143,10 @@ class SING(keras.optimizers.Optimizer):
             `tf.errors.InvalidArgumentError` in a TF graph, a
             `JaxRuntimeError` carrying the message under `jax.jit`); TF
             steps compiled with XLA cannot raise from a tensor, so this
-            needs `jit_compile=False` there. `"ignore"`: no check (saves one
-            read of every gradient), non-finite values go through as with
-            Keras's own optimizers. Defaults to `"skip"`.
+            needs `jit_compile=False` there. `"ignore"`: no check (saves the
+            skip's `cond`, and with accumulation, clipping or a loss-scale
+            factor one read of every gradient), non-finite values go
+            through as with Keras's own optimizers. Defaults to `"skip"`.
         weight_decay_mode: which variables the host's decoupled weight
             decay (3) applies to. `"paper"`: as the published code, only
             variables with ndim > 1 (not biases, norm scales, scalars),

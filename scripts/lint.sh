@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Lints the package with ruff (the rules in pyproject.toml: pycodestyle,
-# pyflakes, isort, bugbear, pyupgrade, NumPy; line length 80), in its own
-# small environment ./.lint-venv. CI runs it before the tests. Outside the
-# package long lines are allowed (pyproject.toml's per-file-ignores); the
+# Lints the package, tests, benchmarks, examples and scripts with ruff
+# (the rules in pyproject.toml: pycodestyle, pyflakes, isort, bugbear,
+# pyupgrade, NumPy; line length 80), in its own small environment
+# ./.lint-venv. CI runs it before the tests. Outside the package long lines
+# are allowed (pyproject.toml's per-file-ignores); the
 # one-off measurement scripts under docs/results are records, not linted.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -97,6 +97,18 @@ def test_monitor_detects_growing_norm_layer_gradients(tmp_path):
     assert selected == [p for p in paths if layer_of(p) == alert["layer"]]
 
 
+def test_alert_names_a_watched_layer_by_what_it_is():
+    """Only the default watch list is made of normalization layers; a
+    layer picked by `watch=` is called a layer."""
+    series, losses = [1.0, 2.0], [0.9, 0.5]
+    default = GradientNormMonitor(warn=False)
+    default._alert(3, "model/ln_1", losses, series)
+    picked = GradientNormMonitor(watch="dense", warn=False)
+    picked._alert(3, "model/dense", losses, series)
+    assert "of normalization layer 'model/ln_1'" in default.alerts[0]["message"]
+    assert "of layer 'model/dense'" in picked.alerts[0]["message"]
+
+
 def test_monitor_stays_quiet_without_normalization_layers():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])

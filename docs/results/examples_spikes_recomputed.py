@@ -44,5 +44,5 @@ for name, num_samples in RUNS.items():
             v = np.asarray(own)
             for t in range(20, len(v)):
                 base = float(np.median(v[t - 20:t]))
-                if v[t] > 1.5 * base and v[t] - base > 0.02 * float(np.median(v[:20])):
+                if v[t] > 2.0 * base and v[t] - base > 0.02 * float(np.median(v[:20])):
                     print(f"    batch {t} (epoch {t // per_epoch + 1}): loss {v[t]:.4f} against the median of the 20 before, {base:.4f}")
