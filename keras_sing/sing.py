@@ -799,8 +799,8 @@ class SING(keras.optimizers.Optimizer):
             raise ValueError(
                 f"SING was built for {built_with} trainable variables and "
                 f"received {len(trainable_variables)}: the model's trainable "
-                "variables changed after the optimizer was built (e.g. a "
-                "layer was unfrozen). Like Keras's own optimizers, SING "
+                "variables changed after the optimizer was built (a layer "
+                "was frozen or unfrozen). Like Keras's own optimizers, SING "
                 "serves the variables it was built with: compile again with "
                 "a new optimizer, e.g. model.compile(optimizer=keras_sing."
                 "SING(keras.optimizers.AdamW(...)), ...)."
