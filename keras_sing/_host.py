@@ -5,7 +5,8 @@ accumulation and, under `tf.distribute`, after the cross-replica sum, both
 of which happen inside the host's `apply`, just before its per-variable
 `update_step`. Keras has no hook there, so SING takes over the host
 instance's `update_step` (and its weight decay, which SING applies per
-variable, as the paper does). On torch, Keras swaps stock `Adam`, `AdamW`,
+variable, as the paper does: Keras's rule, or the host class's own
+`_apply_weight_decay`). On torch, Keras swaps stock `Adam`, `AdamW`,
 `SGD`, `Lion`, ... for fused subclasses whose `_backend_update_step` never
 calls `update_step`; SING replaces that too, with the batched step of
 `keras_sing.backend.torch` or the host's non-fused path.
@@ -228,6 +229,25 @@ def _no_weight_decay(variables):
     del variables
 
 
+def own_weight_decay(host):
+    """The host's own `_apply_weight_decay` where its class defines one
+    outside Keras (a user's decay rule), else `None`: Keras's rules
+    (`w <- w - lr * wd * w`, and Muon's rates) SING applies itself."""
+    for cls in type(host).__mro__:
+        method = vars(cls).get("_apply_weight_decay")
+        if method is not None:
+            module = cls.__module__ or ""
+            return None if module.split(".")[0] == "keras" else method
+    return None
+
+
+def decays_by_own_rule(sing, variable):
+    """Whether a host's own decay rule (`own_weight_decay`) is offered
+    `variable`: every variable with `weight_decay_mode="host"`, those with
+    ndim > 1 with `"paper"`; the rule decides the rest."""
+    return sing.weight_decay_mode == "host" or len(variable.shape) > 1
+
+
 def decays(sing, variable):
     """Whether the host's decoupled weight decay applies to `variable`:
     the host's own rule (`weight_decay_rate`, `exclude_from_weight_decay`),
@@ -276,7 +296,9 @@ def adam_hyper(sing, index, variable):
         beta_1=host.beta_1,
         beta_2=host.beta_2,
         weight_decay=(
-            weight_decay_rate(host, variable) if decays(sing, variable) else 0.0
+            weight_decay_rate(host, variable)
+            if own_weight_decay(host) is None and decays(sing, variable)
+            else 0.0
         ),
         epsilon=sing.epsilon,
         softplus_beta=sing.softplus_beta if sing._softplus else None,
@@ -471,11 +493,27 @@ def _assign_when(host, pred, targets, new_values):
     backend_lib.cond(pred, write, lambda: None)
 
 
+def host_steps_alone(variable):
+    """Whether SING leaves `variable` to the host's own step, as without
+    SING (no statistics, slow copy or norm): a non-float dtype (nothing
+    to standardize, no NaN to find), or no elements (nothing to
+    standardize; on TensorFlow, `ops.add` takes its bias-add path on a
+    `(0, n)` operand and fails)."""
+    return not keras.backend.is_float_dtype(variable.dtype) or (
+        0 in tuple(variable.shape)
+    )
+
+
 def update_step(sing, host_update_step, gradient, variable, learning_rate):
     """SING's step for one variable, in the host's `update_step` place. A
-    trainable variable of a non-float dtype gets the host's own step, as
-    without SING (SING has no statistics, slow copy or norm for it)."""
-    if not keras.backend.is_float_dtype(variable.dtype):
+    variable SING leaves alone (`host_steps_alone`) gets the host's own
+    step, as without SING.
+
+    The published Adam step decays and runs LookAhead inside its one
+    function (`transforms.sing_adam_step`); with a host's own decay rule
+    (`own_weight_decay`), and for other hosts, they run around the update:
+    seed, decay, update, sync, in the published order."""
+    if host_steps_alone(variable):
         host_update_step(gradient, variable, learning_rate)
         return
     host = sing.inner_optimizer
@@ -486,27 +524,12 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
     standardize, _ = sing._plans[index]
     if standardize or sing._published_adam:
         gradient = backend_lib.densify(gradient)
-    if sing._published_adam:
-        hyper = adam_hyper(sing, index, variable)
-        v_max = host._velocity_hats[index] if host.amsgrad else None
-        w, m, v, v_max_new, slow, norm = _sing_adam_step(
-            gradient,
-            read(variable),
-            read(host._momentums[index]),
-            read(host._velocities[index]),
-            None if slow_var is None else read(slow_var),
-            step,
-            learning_rate,
-            hyper=hyper,
-            v_max=None if v_max is None else read(v_max),
-            is_update=is_update,
-            statistics=statistics_for(host, variable),
+    own_decay = own_weight_decay(host)
+    if sing._published_adam and own_decay is None:
+        slow, norm = _published_adam_update(
+            sing, index, gradient, variable, slow_var, step, learning_rate,
+            is_update,
         )
-        host.assign(host._momentums[index], m)
-        host.assign(host._velocities[index], v)
-        if v_max is not None:
-            host.assign(v_max, v_max_new)
-        host.assign(variable, w)
     else:
         slow = None
         if slow_var is not None:
@@ -516,20 +539,17 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
             slow = transforms.lookahead_seed(
                 read(slow_var), read(variable), first
             )
-        if decays(sing, variable):
-            w = read(variable)
-            host.assign(
-                variable,
-                transforms.decoupled_weight_decay(
-                    w,
-                    ops.cast(learning_rate, w.dtype),
-                    ops.cast(weight_decay_rate(host, variable), w.dtype),
-                ),
+        _decay(sing, host, variable, learning_rate, own_decay)
+        if sing._published_adam:
+            _, norm = _published_adam_update(
+                sing, index, gradient, variable, None, step, learning_rate,
+                is_update,
             )
-        gradient, norm = _standardize_for_host(
-            sing, index, gradient, statistics_for(host, variable)
-        )
-        host_update_step(gradient, variable, learning_rate)
+        else:
+            gradient, norm = _standardize_for_host(
+                sing, index, gradient, statistics_for(host, variable)
+            )
+            host_update_step(gradient, variable, learning_rate)
         if slow is not None:
             w, slow = transforms.lookahead_sync(
                 read(variable), slow, sync, sing.lookahead_alpha
@@ -538,6 +558,52 @@ def update_step(sing, host_update_step, gradient, variable, learning_rate):
     if slow_var is not None:
         host.assign(slow_var, slow)
     _record_gradient_norm(sing, index, norm, is_update)
+
+
+def _published_adam_update(sing, index, gradient, variable, slow_var, step,
+                           learning_rate, is_update):
+    """The published Adam step of variable `index`, written to the host's
+    slots and the variable: `(slow copy, ||g||)`."""
+    host = sing.inner_optimizer
+    v_max = host._velocity_hats[index] if host.amsgrad else None
+    w, m, v, v_max_new, slow, norm = _sing_adam_step(
+        gradient,
+        read(variable),
+        read(host._momentums[index]),
+        read(host._velocities[index]),
+        None if slow_var is None else read(slow_var),
+        step,
+        learning_rate,
+        hyper=adam_hyper(sing, index, variable),
+        v_max=None if v_max is None else read(v_max),
+        is_update=is_update,
+        statistics=statistics_for(host, variable),
+    )
+    host.assign(host._momentums[index], m)
+    host.assign(host._velocities[index], v)
+    if v_max is not None:
+        host.assign(v_max, v_max_new)
+    host.assign(variable, w)
+    return slow, norm
+
+
+def _decay(sing, host, variable, learning_rate, own_decay):
+    """Decoupled weight decay (3) of `variable`, by the host's own rule
+    where it has one (`own_weight_decay`), else `w <- w - lr * wd * w`."""
+    if own_decay is not None:
+        if decays_by_own_rule(sing, variable):
+            own_decay(host, [variable])
+        return
+    if decays(sing, variable):
+        w = read(variable)
+        host.assign(
+            variable,
+            transforms.decoupled_weight_decay(
+                w,
+                ops.cast(learning_rate, w.dtype),
+                ops.cast(weight_decay_rate(host, variable), w.dtype),
+            ),
+        )
 
 
 def _standardize_for_host(sing, index, gradient, statistics):
@@ -649,7 +715,12 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
     # torch runs this only on real updates, after the accumulation cond
     t = torch_backend.scalar_like(read(host.iterations), weights[0]) + 1
     lr = torch_backend.scalar_like(read(learning_rate), weights[0])
-    if host.weight_decay:
+    own_decay = own_weight_decay(host)
+    if own_decay is not None:
+        own_decay(
+            host, [v for v in keras_vars if decays_by_own_rule(sing, v)]
+        )
+    elif host.weight_decay:
         torch_backend.decoupled_weight_decay(
             [
                 w
@@ -832,10 +903,9 @@ def finiteness_check(sing, grads, variables, *, stateful=False, value_of=read):
         return host_step_is_finite(host, grads, variables, value_of), {}
     statistics = {}
     for gradient, variable in zip(grads, variables, strict=True):
-        # a non-float variable's gradient cannot hold a NaN or an inf
-        if gradient is None or not keras.backend.is_float_dtype(
-            variable.dtype
-        ):
+        # a non-float or empty variable's gradient cannot hold a NaN or
+        # an inf
+        if gradient is None or host_steps_alone(variable):
             continue
         standardize, axes = sing._plans[host._get_variable_index(variable)]
         statistics[host._var_key(variable)] = (

@@ -348,7 +348,7 @@ class SING(keras.optimizers.Optimizer):
             self._slow_weights = tuple(
                 None
                 if getattr(v, "overwrite_with_gradient", False)
-                or not keras.backend.is_float_dtype(v.dtype)
+                or _host.host_steps_alone(v)
                 else self.add_variable_from_reference(
                     v, name="lookahead_slow", initializer=_copy_of(v)
                 )
@@ -393,7 +393,7 @@ class SING(keras.optimizers.Optimizer):
         if (
             _matches(self.exclude, variable)
             or not (self.centralize or self.normalize)
-            or not keras.backend.is_float_dtype(variable.dtype)
+            or _host.host_steps_alone(variable)
         ):
             return False, None
         if not self.centralize:
@@ -836,7 +836,8 @@ class SING(keras.optimizers.Optimizer):
         Each norm variable holds `||g||_2` of its variable's gradient at the
         last real update: after centralization, before normalization (the
         raw gradient's norm for `exclude`d variables; 0 for a variable of
-        a non-float dtype, which the host steps on its own). Reading them costs
+        a non-float dtype or with no elements, which the host steps on its
+        own). Reading them costs
         nothing during the step: SING computes these norms anyway.
         `keras_sing.callbacks.GradientNormMonitor` reads them.
 

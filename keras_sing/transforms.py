@@ -12,6 +12,7 @@ Learning Technique](https://arxiv.org/abs/2305.15997), 2023.
 """
 
 import collections
+import math
 
 import keras
 import numpy as np
@@ -140,9 +141,20 @@ def unit_mean(gradient, axes):
     )
     g0 = gradient[first]
     # mean(g, axes) = g0 + mean(g - g0, axes)
-    shifted_mean = ops.mean(
-        ops.subtract(gradient, g0), axis=axes, keepdims=True
-    )
+    shifted = ops.subtract(gradient, g0)
+    sizes = [gradient.shape[a] for a in axes]
+    if backend.standardize_dtype(gradient.dtype) == "float64" and (
+        None not in sizes
+    ):
+        # keras.ops.mean averages float64 in float32 on JAX and torch
+        # (Keras 3.15); the sum keeps float64
+        count = math.prod(sizes)
+        shifted_mean = ops.divide(
+            ops.sum(shifted, axis=axes, keepdims=True),
+            ops.cast(count, "float64"),
+        )
+    else:
+        shifted_mean = ops.mean(shifted, axis=axes, keepdims=True)
     return ops.add(g0, shifted_mean)
 
 

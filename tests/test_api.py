@@ -437,3 +437,39 @@ def test_a_trainable_int_variable_gets_the_hosts_own_step(make_host, jit):
     alone = keras_sing.SING(make_host())
     alone.apply([np.arange(6.0, dtype="float32").reshape(3, 2)], [kernel])
     np.testing.assert_array_equal(sing[1], keras.ops.convert_to_numpy(kernel))
+
+
+class _EmptyKernel(keras.layers.Layer):
+    """A layer with a `(0, 3)` weight (a `Dense` on an empty feature
+    group), which contributes nothing."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(0, 3), initializer="ones", name="w")
+
+    def call(self, x):
+        empty = keras.ops.zeros((keras.ops.shape(x)[0], 0))
+        return x + keras.ops.matmul(empty, self.w)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize(
+    "make_host",
+    [lambda: keras.optimizers.SGD(0.1), lambda: keras.optimizers.AdamW(0.1)],
+    ids=["sgd", "adamw"],
+)
+def test_an_empty_variable_gets_the_hosts_own_step(make_host, jit_compile):
+    """A variable with no elements has nothing to standardize: SING leaves
+    it to the host (on TensorFlow its step failed where the plain host's
+    trains), and steps the other variables as on the model without it."""
+    def trained(with_empty):
+        keras.utils.set_random_seed(0)
+        layers = [keras.Input((4,)), keras.layers.Dense(3)]
+        model = keras.Sequential(layers + [_EmptyKernel()] * with_empty)
+        model.compile(keras_sing.SING(make_host()), "mse", jit_compile=jit_compile)
+        x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+        model.fit(x, x[:, :3], batch_size=8, epochs=2, verbose=0, shuffle=False)
+        assert int(keras.ops.convert_to_numpy(model.optimizer.skipped_steps)) == 0
+        return [keras.ops.convert_to_numpy(w) for w in model.layers[0].weights]
+
+    for a, b in zip(trained(True), trained(False), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

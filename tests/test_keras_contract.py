@@ -1577,6 +1577,49 @@ def test_weight_decay_mode_host_decays_like_the_host(host_class):
     assert revived.get_config().get("weight_decay_mode") == "host"
 
 
+class _HalfDecaySGD(optimizers.SGD):
+    """A host with its own decay rule: `w <- w * (1 - wd / 2)`, whatever
+    the learning rate."""
+
+    def _apply_weight_decay(self, variables):
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                variable.assign(variable * (1.0 - 0.5 * self.weight_decay))
+
+
+class _HalfDecayAdam(optimizers.Adam):
+    def _apply_weight_decay(self, variables):
+        _HalfDecaySGD._apply_weight_decay(self, variables)
+
+
+@pytest.mark.parametrize("mode", ["host", "paper"])
+@pytest.mark.parametrize("host_class", [_HalfDecaySGD, _HalfDecayAdam])
+def test_a_hosts_own_weight_decay_rule_is_kept(host_class, mode):
+    """SING decays with the host's own `_apply_weight_decay`, on the
+    variables `weight_decay_mode` offers it: zero gradients move only
+    the decay (the published Adam step of a zero gradient is 0), and a
+    skipped step decays nothing."""
+    opt = keras_sing.SING(
+        host_class(learning_rate=0.05, weight_decay=0.1),
+        weight_decay_mode=mode,
+    )
+    vector = _variable([1.0, 2.0, 3.0])
+    matrix = _variable([[1.0, 2.0], [3.0, 4.0]])
+    zeros = [np.zeros(3), np.zeros((2, 2))]
+    for _ in range(3):
+        opt.apply([_grad(g) for g in zeros], [vector, matrix])
+    opt.apply([_grad(np.full(3, np.nan)), _grad(zeros[1])], [vector, matrix])
+    factor = np.float32(0.95) ** 3
+    vector_factor = factor if mode == "host" else 1.0
+    np.testing.assert_allclose(
+        np_(vector), np.float32([1.0, 2.0, 3.0]) * vector_factor, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np_(matrix), np.float32([[1.0, 2.0], [3.0, 4.0]]) * factor, rtol=1e-6
+    )
+    assert int(np_(opt.skipped_steps)) == 1
+
+
 @pytest.mark.parametrize("explicit", [False, True], ids=["default", "explicit"])
 def test_weight_decay_mode_paper_decays_only_matrices(explicit):
     kwargs = dict(weight_decay_mode="paper") if explicit else {}

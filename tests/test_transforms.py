@@ -69,6 +69,21 @@ def _float64_scope():
     return contextlib.nullcontext()
 
 
+def test_unit_mean_keeps_float64():
+    """A float64 gradient is centralized to float64 precision (Keras's
+    `ops.mean` averages float64 in float32 on JAX and torch)."""
+    g = np.random.default_rng(5).normal(size=(400, 3))
+    with _float64_scope():
+        mean = transforms.unit_mean(
+            keras.ops.convert_to_tensor(g, "float64"), (0,)
+        )
+        assert keras.backend.standardize_dtype(mean.dtype) == "float64"
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(mean), g.mean(0, keepdims=True),
+            rtol=0, atol=1e-13,  # float32 averaging errs by ~1e-9
+        )
+
+
 @pytest.mark.parametrize("form", ["default", "bounded"])
 @pytest.mark.parametrize(
     "dtype, exponents",
