@@ -233,18 +233,26 @@ def own_weight_decay(host):
     """The host's own `_apply_weight_decay` where its class defines one
     outside Keras (a user's decay rule), else `None`: Keras's rules
     (`w <- w - lr * wd * w`, and Muon's rates) SING applies itself."""
-    for cls in type(host).__mro__:
-        method = vars(cls).get("_apply_weight_decay")
+    return _class_weight_decay(type(host))
+
+
+@functools.cache
+def _class_weight_decay(cls):
+    """`own_weight_decay` of an instance of `cls`, found once per class
+    (it is asked per variable, at every step on torch)."""
+    for base in cls.__mro__:
+        method = vars(base).get("_apply_weight_decay")
         if method is not None:
-            module = cls.__module__ or ""
+            module = base.__module__ or ""
             return None if module.split(".")[0] == "keras" else method
     return None
 
 
-def decays_by_own_rule(sing, variable):
-    """Whether a host's own decay rule (`own_weight_decay`) is offered
-    `variable`: every variable with `weight_decay_mode="host"`, those with
-    ndim > 1 with `"paper"`; the rule decides the rest."""
+def mode_offers_decay(sing, variable):
+    """Whether `weight_decay_mode` lets `variable` be decayed: every
+    variable with `"host"`, those with ndim > 1 with `"paper"`; the
+    host's rule decides the rest (`decays`, or a host's own
+    `_apply_weight_decay`)."""
     return sing.weight_decay_mode == "host" or len(variable.shape) > 1
 
 
@@ -257,7 +265,7 @@ def decays(sing, variable):
         variable
     ):
         return False
-    return sing.weight_decay_mode == "host" or len(variable.shape) > 1
+    return mode_offers_decay(sing, variable)
 
 
 def weight_decay_rate(host, variable):
@@ -591,7 +599,7 @@ def _decay(sing, host, variable, learning_rate, own_decay):
     """Decoupled weight decay (3) of `variable`, by the host's own rule
     where it has one (`own_weight_decay`), else `w <- w - lr * wd * w`."""
     if own_decay is not None:
-        if decays_by_own_rule(sing, variable):
+        if mode_offers_decay(sing, variable):
             own_decay(host, [variable])
         return
     if decays(sing, variable):
@@ -718,7 +726,7 @@ def _torch_fused_step(sing, host, host_fused, grads, keras_vars, weights,
     own_decay = own_weight_decay(host)
     if own_decay is not None:
         own_decay(
-            host, [v for v in keras_vars if decays_by_own_rule(sing, v)]
+            host, [v for v in keras_vars if mode_offers_decay(sing, v)]
         )
     elif host.weight_decay:
         torch_backend.decoupled_weight_decay(
